@@ -1,0 +1,3 @@
+from aigc_code.cli import main
+
+main()

@@ -1,0 +1,146 @@
+"""The `aigc-code` command line. Each subcommand is a thin shell over a plain function.
+
+Heavy imports (torch, transformers) happen inside the commands so that `--help` is instant.
+Errors a user can act on (`AigcCodeError`) print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from aigc_code.errors import AigcCodeError
+
+app = typer.Typer(
+    help="aigc-code: self-hosted code completion — LSP server, local model engine, LoRA finetuning, evaluation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+pretrain_app = typer.Typer(help="Build the corpus, train and export the embedded default model.", no_args_is_help=True)
+app.add_typer(pretrain_app, name="pretrain")
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Local Hugging Face checkpoint directory "
+                     "(default: $AIGC_CODE_MODEL, else the embedded default model).")]
+AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="peft LoRA adapter directory to apply on top.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto (default: CUDA if present), cpu, cuda, cuda:1.")]
+
+
+def _fail(message: str, code: int = 1):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def complete(
+    file: Annotated[Path, typer.Argument(help="Source file to complete in.")],
+    line: Annotated[int, typer.Option("--line", "-l", help="Cursor line, 1-based.")],
+    column: Annotated[int, typer.Option("--column", "-c", help="Cursor column, 1-based (characters).")] = 1,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    device: DeviceOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 64,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (deterministic).")] = 0.0,
+    n: Annotated[int, typer.Option("--n", help="Candidates to sample and rank.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output with timings.")] = False,
+):
+    """Print the completion at FILE:LINE:COLUMN (fill-in-the-middle with the rest of the file as suffix)."""
+    from aigc_code.complete import complete_file
+
+    try:
+        result = complete_file(file, line, column, model=model, adapter=adapter, device=device,
+                               max_new_tokens=max_new_tokens, temperature=temperature, n=n)
+    except AigcCodeError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(result["completion"])
+
+
+@pretrain_app.command("corpus")
+def pretrain_corpus(
+    out: Annotated[Path, typer.Option(help="Corpus directory to write.")] = Path("runs/corpus"),
+    scratch: Annotated[Path, typer.Option(help="Scratch folder for npm packages and JDK sources.")] = Path("runs/scratch"),
+    max_chars: Annotated[int, typer.Option(help="Characters kept per language.")] = 8_000_000,
+):
+    """Collect, filter, deduplicate and split the multi-language code corpus (offline sources)."""
+    from aigc_code.pretrain.corpus import build_corpus
+
+    stats = build_corpus(out, scratch, max_chars_per_language=max_chars)
+    typer.echo(json.dumps({"chars": stats["chars"], "files": stats["files"]}, indent=2))
+
+
+@pretrain_app.command("train")
+def pretrain_train(
+    corpus: Annotated[Path, typer.Option(help="Corpus directory from `pretrain corpus`.")] = Path("runs/corpus"),
+    out: Annotated[Path, typer.Option(help="Run directory (tokenizer, checkpoint).")] = Path("runs/pretrain"),
+    resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = True,
+    minutes: Annotated[Optional[float], typer.Option(help="Stop after this many minutes.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads (1 leaves the machine usable).")] = 1,
+    device: DeviceOpt = None,
+    hidden: Annotated[int, typer.Option(help="Hidden size (new runs only).")] = 192,
+    layers: Annotated[int, typer.Option(help="Layers (new runs only).")] = 4,
+    heads: Annotated[int, typer.Option(help="Attention heads (new runs only).")] = 4,
+    context: Annotated[int, typer.Option(help="Context length (new runs only).")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
+    horizon_tokens: Annotated[int, typer.Option(help="Length of the cosine learning-rate schedule, in tokens.")] = 15_000_000,
+):
+    """Train (or resume training) the default model; checkpoints atomically every few minutes."""
+    from aigc_code.pretrain.train import ModelShape, TrainConfig, train
+
+    shape = ModelShape(hidden=hidden, layers=layers, heads=heads, intermediate=int(hidden * 8 / 3 // 32 * 32),
+                       context=context)
+    cfg = TrainConfig(shape=shape, batch_size=batch_size, horizon_tokens=horizon_tokens)
+    try:
+        state = train(corpus, out, cfg, resume=resume, max_minutes=minutes, max_steps=steps, threads=threads,
+                      device=device)
+    except AigcCodeError as exc:
+        _fail(str(exc))
+    typer.echo(f"step {state['step']}, {state['tokens']:,} tokens seen in total")
+
+
+@pretrain_app.command("export")
+def pretrain_export(
+    run: Annotated[Path, typer.Option(help="Run directory from `pretrain train`.")] = Path("runs/pretrain"),
+    corpus: Annotated[Path, typer.Option(help="Corpus directory (for the model card's statistics).")] = Path("runs/corpus"),
+    out: Annotated[Path, typer.Option(help="Where to write the shippable model.")] = Path("aigc_code/default_model"),
+):
+    """Copy the run's checkpoint into a shippable model directory and write its MODEL_CARD.md."""
+    from aigc_code.pretrain.export import export_model
+
+    try:
+        export_model(run, corpus, out)
+    except AigcCodeError as exc:
+        _fail(str(exc))
+    typer.echo(f"exported to {out}")
+
+
+def _mount_optional(module: str, name: str, help_text: str) -> None:
+    """Mount a sub-application that lives in another package (server/, eval/, finetune)."""
+    import importlib
+
+    try:
+        sub = importlib.import_module(module).app
+    except ModuleNotFoundError as exc:
+        if not exc.name or not exc.name.startswith(module.rsplit(".", 1)[0]):
+            raise
+        return
+    app.add_typer(sub, name=name, help=help_text)
+
+
+def main() -> None:
+    try:
+        app()
+    except AigcCodeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""The model engine: prompt in, candidates out.
+
+One `Engine` wraps one loaded checkpoint. `complete(prefix, suffix)` lays the text out with the
+checkpoint's own FIM tokens (prefix-only when it has none), heals the token boundary at the
+cursor, and decodes token by token with a KV cache so that it can stream, stop on stop
+sequences, honour a time budget and be cancelled from another thread.
+
+Token healing: a prompt that ends inside a token (indentation, half a word) is tokenized
+differently from training text, so the last prompt token is removed and the first generated
+tokens are constrained to spell it out again; the caller sees only the text after the cursor.
+
+KV reuse: the cache of the last single-candidate request is kept, and the next request only
+encodes the tokens after the longest common prefix (editors ask again after every keystroke).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from aigc_code.fim import FimTokens, detect_fim
+from aigc_code.loading import Loaded, load_model
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 0.95
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    time_budget_s: float | None = None
+    seed: int | None = None
+
+
+@dataclass
+class Candidate:
+    text: str
+    token_logprobs: list[float]
+    finish_reason: str  # stop | eos | length | time | cancelled
+    token_ids: list[int] = field(default_factory=list)  # raw generated tokens, healed text included
+
+    @property
+    def mean_logprob(self) -> float:
+        return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else float("-inf")
+
+
+@dataclass
+class GenerationResult:
+    candidates: list[Candidate]
+    prompt_tokens: int
+    generated_tokens: int
+    prompt_ms: float  # time to first token
+    total_ms: float
+    reused_tokens: int = 0  # prompt tokens served from the previous request's KV cache
+
+    @property
+    def text(self) -> str:
+        return self.candidates[0].text if self.candidates else ""
+
+
+class CancellationToken:
+    """Set from any thread; generation stops before its next token."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class Prompt:
+    ids: list[int]
+    heal: str = ""  # text removed from the prompt's end that generation must reproduce first
+
+
+class Engine:
+    def __init__(self, loaded: Loaded, reuse_kv: bool = True):
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.path = loaded.path
+        self.adapter = loaded.adapter
+        self.fim: FimTokens | None = detect_fim(self.tokenizer.get_vocab())
+        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        self.reuse_kv = reuse_kv
+        self.lock = threading.Lock()  # one generation at a time: the model and KV cache are shared
+        self._kv: tuple[list[int], object] | None = None
+        self._token_strings: list[str] | None = None
+        self._heal_masks: dict[str, torch.Tensor] = {}
+        self._stop_ids = self._collect_stop_ids()
+        self._cache_kw = _cache_kwarg(self.model)
+
+    @property
+    def name(self) -> str:
+        return str(self.path) + (f" + {self.adapter}" if self.adapter else "")
+
+    # -- tokens -------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def truncate_left(self, text: str, max_tokens: int) -> str:
+        """The end of `text` that fits in `max_tokens`, cut at a line start where possible."""
+        ids = self.encode(text)
+        if len(ids) <= max_tokens:
+            return text
+        kept = self.tokenizer.decode(ids[len(ids) - max_tokens :]) if max_tokens > 0 else ""
+        nl = kept.find("\n")
+        return kept[nl + 1 :] if 0 <= nl < len(kept) - 1 else kept
+
+    def truncate_right(self, text: str, max_tokens: int) -> str:
+        """The start of `text` that fits in `max_tokens`, cut at a line end where possible."""
+        ids = self.encode(text)
+        if len(ids) <= max_tokens:
+            return text
+        kept = self.tokenizer.decode(ids[:max_tokens]) if max_tokens > 0 else ""
+        nl = kept.rfind("\n")
+        return kept[: nl + 1] if nl > 0 else kept
+
+    # -- prompts ------------------------------------------------------------------------------
+    def build_prompt(self, prefix: str, suffix: str = "", max_new_tokens: int = 64) -> Prompt:
+        """FIM (or prefix-only) prompt ids that fit the model's context, with token healing."""
+        budget = max(8, self.max_context - max_new_tokens - 4)
+        pre = self.encode(prefix)
+        suf = self.encode(suffix) if self.fim else []
+        if len(pre) + len(suf) > budget:
+            suf = suf[: min(len(suf), budget // 4)]
+            pre = pre[len(pre) - (budget - len(suf)) :]
+        pre, heal = self._heal(pre)
+        if self.fim is None:
+            return Prompt(self._bos() + pre, heal)
+        ids = (self._bos() + self._special(self.fim.prefix) + pre + self._special(self.fim.suffix) + suf
+               + self._special(self.fim.middle))
+        return Prompt(ids, heal)
+
+    def _heal(self, ids: list[int]) -> tuple[list[int], str]:
+        if not ids or ids[-1] in self.tokenizer.all_special_ids:
+            return ids, ""
+        head = self.tokenizer.decode(ids[:-1])
+        full = self.tokenizer.decode(ids)
+        if not full.startswith(head) or "\ufffd" in full[len(head) :]:
+            return ids, ""  # the last token is part of a multi-byte character: leave it
+        return ids[:-1], full[len(head) :]
+
+    def _bos(self) -> list[int]:
+        bos = self.tokenizer.bos_token_id
+        return [bos] if bos is not None and getattr(self.tokenizer, "add_bos_token", False) else []
+
+    def _special(self, token: str) -> list[int]:
+        return [self.tokenizer.convert_tokens_to_ids(token)]
+
+    def _collect_stop_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        if self.fim:
+            vocab = self.tokenizer.get_vocab()
+            for tok in (self.fim.prefix, self.fim.suffix, self.fim.middle, *self.fim.eot):
+                if tok in vocab:
+                    ids.add(vocab[tok])
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list) else [eos])
+        ids.discard(None)
+        return ids
+
+    # -- generation ---------------------------------------------------------------------------
+    def complete(self, prefix: str, suffix: str = "", config: GenerationConfig | None = None,
+                 cancel: CancellationToken | None = None,
+                 on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
+        """Fill in the text between `prefix` and `suffix` (the cursor position)."""
+        config = config or GenerationConfig()
+        return self.run(self.build_prompt(prefix, suffix, config.max_new_tokens), config, cancel, on_text)
+
+    def generate(self, prompt: str, config: GenerationConfig | None = None, cancel: CancellationToken | None = None,
+                 on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
+        """Continue plain text (no FIM layout)."""
+        config = config or GenerationConfig()
+        ids = self.encode(prompt)
+        budget = max(8, self.max_context - config.max_new_tokens)
+        ids, heal = self._heal(ids[-budget:])
+        return self.run(Prompt(self._bos() + ids, heal), config, cancel, on_text)
+
+    def run(self, prompt: Prompt, config: GenerationConfig, cancel: CancellationToken | None = None,
+            on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
+        with self.lock, torch.inference_mode():
+            return self._decode(prompt, config, cancel or CancellationToken(), on_text)
+
+    def _decode(self, prompt: Prompt, cfg: GenerationConfig, cancel: CancellationToken, on_text) -> GenerationResult:
+        start = time.perf_counter()
+        n = max(1, cfg.n)
+        generator = None
+        if cfg.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        cache, fed, reused = self._prefill_cache(prompt.ids)
+        out = self.model(input_ids=self._tensor([prompt.ids[reused:]]), use_cache=True, **{self._cache_kw: cache})
+        logits = out.logits[:, -1, :].float()
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits = logits.expand(n, -1)
+        prompt_ms = (time.perf_counter() - start) * 1000
+
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
+        heal_left = [prompt.heal] * n
+        texts = [""] * n
+        finish: list[str | None] = [None] * n
+        for _ in range(cfg.max_new_tokens):
+            reason = "cancelled" if cancel.cancelled else None
+            if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+                reason = reason or "time"
+            if reason:
+                finish = [f or reason for f in finish]
+                break
+            logits = self._mask_logits(logits, heal_left)
+            chosen, chosen_logprob = self._choose(logits, cfg, generator)
+            for i in range(n):
+                if finish[i]:
+                    continue
+                tok = int(chosen[i])
+                if tok in self._stop_ids:
+                    finish[i] = "eos"
+                    continue
+                tokens[i].append(tok)
+                logprobs[i].append(float(chosen_logprob[i]))
+                if heal_left[i]:
+                    heal_left[i] = _consume_heal(heal_left[i], self._token_string(tok))
+                text, stopped = self._visible_text(tokens[i], prompt.heal, cfg.stop)
+                if text != texts[i] and on_text and text.startswith(texts[i]):
+                    on_text(i, text[len(texts[i]) :])
+                texts[i] = text
+                if stopped:
+                    finish[i] = "stop"
+            if all(finish):
+                break
+            step = self.model(input_ids=chosen.view(n, 1).to(self.device), use_cache=True, **{self._cache_kw: cache})
+            if n == 1:
+                fed.append(int(chosen[0]))
+            logits = step.logits[:, -1, :].float()
+        finish = [f or "length" for f in finish]
+        self._kv = (fed, cache) if (n == 1 and self.reuse_kv) else None
+        candidates = [Candidate(texts[i], logprobs[i], finish[i], tokens[i]) for i in range(n)]
+        return GenerationResult(
+            candidates=candidates,
+            prompt_tokens=len(prompt.ids),
+            generated_tokens=sum(len(t) for t in tokens),
+            prompt_ms=prompt_ms,
+            total_ms=(time.perf_counter() - start) * 1000,
+            reused_tokens=reused,
+        )
+
+    def _prefill_cache(self, ids: list[int]):
+        """A cache holding the longest prefix of `ids` that the last request already encoded."""
+        from transformers import DynamicCache
+
+        if self._kv is not None:
+            old_ids, cache = self._kv
+            self._kv = None
+            common = 0
+            for a, b in zip(old_ids, ids):
+                if a != b:
+                    break
+                common += 1
+            keep = min(common, len(ids) - 1)  # at least one token must be fed to get logits
+            if keep > 0:
+                extra = cache.get_seq_length() - keep
+                if extra > 0:
+                    cache.crop(-extra)
+                return cache, list(ids), keep
+        return DynamicCache(config=self.model.config), list(ids), 0
+
+    def forget_cache(self) -> None:
+        self._kv = None
+
+    def _tensor(self, rows: list[list[int]]) -> torch.Tensor:
+        return torch.tensor(rows, dtype=torch.long, device=self.device)
+
+    def _choose(self, logits: torch.Tensor, cfg: GenerationConfig, generator):
+        logp = torch.log_softmax(logits, dim=-1)
+        if cfg.temperature <= 0:
+            chosen = logits.argmax(dim=-1)
+        else:
+            probs = torch.softmax(logits / cfg.temperature, dim=-1)
+            if cfg.top_p < 1.0:
+                sorted_p, order = probs.sort(dim=-1, descending=True)
+                drop = sorted_p.cumsum(dim=-1) - sorted_p > cfg.top_p
+                sorted_p = sorted_p.masked_fill(drop, 0.0)
+                probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+            chosen = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return chosen, logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+
+    def _mask_logits(self, logits: torch.Tensor, heal_left: list[str]) -> torch.Tensor:
+        vocab = len(self.tokenizer)
+        if logits.shape[-1] > vocab:
+            logits = logits.clone()
+            logits[:, vocab:] = float("-inf")
+        if not any(heal_left):
+            return logits
+        logits = logits.clone()
+        for i, left in enumerate(heal_left):
+            if left:
+                logits[i] = logits[i].masked_fill(~self._heal_mask(left).to(logits.device), float("-inf"))
+        return logits
+
+    def _heal_mask(self, left: str) -> torch.Tensor:
+        """Tokens that agree with the healed text: they start with it, or it starts with them."""
+        mask = self._heal_masks.get(left)
+        if mask is None:
+            strings = self._all_token_strings()
+            special = set(self.tokenizer.all_special_ids)
+            mask = torch.zeros(self.model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+            for i, s in enumerate(strings):
+                if s and i not in special and (s.startswith(left) or left.startswith(s)):
+                    mask[i] = True
+            if len(self._heal_masks) > 256:
+                self._heal_masks.clear()
+            self._heal_masks[left] = mask
+        return mask
+
+    def _all_token_strings(self) -> list[str]:
+        if self._token_strings is None:
+            self._token_strings = [self.tokenizer.decode([i]) for i in range(len(self.tokenizer))]
+        return self._token_strings
+
+    def _token_string(self, tok: int) -> str:
+        return self._all_token_strings()[tok] if tok < len(self._all_token_strings()) else ""
+
+    def _visible_text(self, tokens: list[int], heal: str, stops: list[str]) -> tuple[str, bool]:
+        """Generated text after the cursor, cut at the first stop sequence."""
+        text = self.tokenizer.decode(tokens)
+        if heal:
+            if not text.startswith(heal):
+                return "", False
+            text = text[len(heal) :]
+        text = text.rstrip("\ufffd")  # an unfinished multi-byte character
+        cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+        return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _cache_kwarg(model) -> str:
+    """transformers 5.x renamed `past_key_values` to `cache`; the DynamicCache we pass is updated in place."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _consume_heal(left: str, token_text: str) -> str:
+    if token_text.startswith(left):
+        return ""
+    if left.startswith(token_text):
+        return left[len(token_text) :]
+    return ""
+
+
+def load_engine(model=None, adapter=None, device: str | None = None, dtype: str | None = None,
+                reuse_kv: bool = True) -> Engine:
+    """Load a local checkpoint (default: the embedded model) and wrap it in an `Engine`."""
+    return Engine(load_model(model, adapter, device, dtype), reuse_kv=reuse_kv)

@@ -1,0 +1,77 @@
+"""Fill-in-the-middle: which special tokens a checkpoint uses, and how prompts are laid out.
+
+Training (pretrain, finetune) and inference (engine) both format FIM text here, so the layout a
+model learned is the layout it is asked in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    family: str
+    prefix: str
+    suffix: str
+    middle: str
+    eot: tuple[str, ...] = ()  # extra end-of-turn / end-of-middle markers that end a completion
+
+    def psm(self, prefix: str, suffix: str, middle: str = "") -> str:
+        """Prefix-Suffix-Middle: the layout used at inference time."""
+        return f"{self.prefix}{prefix}{self.suffix}{suffix}{self.middle}{middle}"
+
+    def spm(self, prefix: str, suffix: str, middle: str = "") -> str:
+        """Suffix-Prefix-Middle (the StarCoder/FIM-paper variant), used as a training augmentation."""
+        return f"{self.prefix}{self.suffix}{suffix}{self.middle}{prefix}{middle}"
+
+
+# Known families, most specific first. Detection looks these strings up in the tokenizer's vocabulary.
+KNOWN_FIM = [
+    FimTokens("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|fim_pad|>", "<|endoftext|>", "<|file_sep|>")),
+    FimTokens("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", ("<fim_pad>", "<file_sep>", "<|endoftext|>")),
+    FimTokens("deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", ("<|EOT|>",)),
+    FimTokens("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", ("▁<EOT>",)),
+    FimTokens("codellama", "<PRE>", "<SUF>", "<MID>", ("<EOT>",)),
+    FimTokens("codegemma", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|file_separator|>",)),
+]
+
+# The layout aigc-code's own models are trained with (StarCoder names).
+DEFAULT_FIM = KNOWN_FIM[1]
+SPECIAL_TOKENS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<file_sep>"]
+
+
+def detect_fim(vocab: dict[str, int] | set[str]) -> FimTokens | None:
+    """The FIM family whose three markers are all in `vocab`, or None (prefix-only prompting)."""
+    for fim in KNOWN_FIM:
+        if fim.prefix in vocab and fim.suffix in vocab and fim.middle in vocab:
+            return fim
+    return None
+
+
+def random_split(text: str, rng) -> tuple[str, str, str]:
+    """Cut `text` into (prefix, middle, suffix) the way editors see it.
+
+    Half the time at two random characters (the FIM paper), half the time from a random
+    column to the end of that line or a few lines further (the common editor case).
+    """
+    if len(text) < 2:
+        return text, "", ""
+    if rng.random() < 0.5:
+        i, j = sorted(rng.sample(range(len(text) + 1), 2))
+        return text[:i], text[i:j], text[j:]
+    i = rng.randrange(len(text))
+    end = i
+    for _ in range(rng.choice([1, 1, 1, 2, 3, 5])):
+        nl = text.find("\n", end)
+        end = len(text) if nl < 0 else nl + 1
+        if end >= len(text):
+            break
+    return text[:i], text[i:end], text[end:]
+
+
+def fim_example(text: str, rng, fim: FimTokens, spm_rate: float = 0.5) -> str:
+    """One FIM training string (without the end-of-text token)."""
+    prefix, middle, suffix = random_split(text, rng)
+    layout = fim.spm if rng.random() < spm_rate else fim.psm
+    return layout(prefix, suffix, middle)

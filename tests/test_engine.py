@@ -1,0 +1,127 @@
+"""Engine behaviour on tiny real models: FIM layout, stops, candidates, streaming, cancellation, KV reuse."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from aigc_code.engine import CancellationToken, GenerationConfig, load_engine
+from aigc_code.fim import KNOWN_FIM, detect_fim
+
+PREFIX = "def add(a, b):\n    "
+SUFFIX = "\n\nprint(add(1, 2))\n"
+
+
+@pytest.mark.parametrize("fim", KNOWN_FIM, ids=lambda f: f"{f.family}:{f.prefix}")
+def test_detect_fim_families(fim):
+    vocab = {fim.prefix: 1, fim.suffix: 2, fim.middle: 3, "hello": 4}
+    assert detect_fim(vocab) == next(f for f in KNOWN_FIM if f.prefix == fim.prefix)
+
+
+def test_detect_fim_none_without_markers():
+    assert detect_fim({"<fim_prefix>": 1, "hello": 2}) is None
+
+
+def test_fim_prompt_layout(tiny_engine):
+    prompt = tiny_engine.build_prompt("x = 1\ny = ", "\nz = 3\n")
+    tok = tiny_engine.tokenizer
+    specials = [tok.convert_ids_to_tokens(i) for i in prompt.ids if i in tok.all_special_ids]
+    assert specials == ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
+    assert prompt.ids[-1] == tok.convert_tokens_to_ids("<fim_middle>")
+    prefix = "x = 1\ny = "
+    assert prefix.endswith(prompt.heal)
+    kept = prefix[: len(prefix) - len(prompt.heal)]
+    assert tok.decode(prompt.ids) == f"<fim_prefix>{kept}<fim_suffix>\nz = 3\n<fim_middle>"
+
+
+def test_prefix_only_prompt_without_fim_tokens(tiny_model_nofim):
+    engine = load_engine(tiny_model_nofim)
+    assert engine.fim is None
+    prompt = engine.build_prompt("x = 1\ny = ", "\nz = 3\n")
+    assert engine.tokenizer.decode(prompt.ids) + prompt.heal == "x = 1\ny = "
+    result = engine.complete("x = 1\ny = ", "\nz = 3\n", GenerationConfig(max_new_tokens=5))
+    assert result.generated_tokens <= 5
+
+
+def test_token_healing_reproduces_removed_text(tiny_engine):
+    prompt = tiny_engine.build_prompt("def f():\n    retu", "")
+    assert prompt.heal and "def f():\n    retu".endswith(prompt.heal)
+    result = tiny_engine.run(prompt, GenerationConfig(max_new_tokens=6))
+    raw = tiny_engine.tokenizer.decode(result.candidates[0].token_ids)
+    # generation was constrained to spell out the healed characters before anything else
+    assert raw.startswith(prompt.heal) or prompt.heal.startswith(raw)
+    if raw.startswith(prompt.heal):
+        assert result.text == raw[len(prompt.heal):].rstrip("\ufffd")
+
+
+def test_greedy_is_deterministic_and_reports_timings(tiny_engine):
+    cfg = GenerationConfig(max_new_tokens=12)
+    a = tiny_engine.complete(PREFIX, SUFFIX, cfg)
+    b = tiny_engine.complete(PREFIX, SUFFIX, cfg)
+    assert a.text == b.text
+    assert a.prompt_tokens > 0 and 0 < a.generated_tokens <= 12
+    assert a.total_ms >= a.prompt_ms > 0
+    assert len(a.candidates[0].token_logprobs) == len(a.candidates[0].token_ids)
+    assert all(lp <= 0 for lp in a.candidates[0].token_logprobs)
+
+
+def test_kv_reuse_gives_identical_output(tiny_model):
+    plain = load_engine(tiny_model, reuse_kv=False)
+    reusing = load_engine(tiny_model, reuse_kv=True)
+    cfg = GenerationConfig(max_new_tokens=10)
+    reusing.complete(PREFIX + "x = a", SUFFIX, cfg)  # warm the cache with a shared prefix
+    warm = reusing.complete(PREFIX + "return", SUFFIX, cfg)
+    assert warm.reused_tokens > 0
+    assert warm.text == plain.complete(PREFIX + "return", SUFFIX, cfg).text
+    # an edit in the middle of the document invalidates everything after it
+    edited = "import os\n" + PREFIX + "return"
+    assert reusing.complete(edited, SUFFIX, cfg).text == plain.complete(edited, SUFFIX, cfg).text
+
+
+def test_stop_sequences_cut_the_text(tiny_engine):
+    free = tiny_engine.complete(PREFIX, SUFFIX, GenerationConfig(max_new_tokens=24)).text
+    assert len(free) > 4
+    stop = free[2:4]
+    cut = tiny_engine.complete(PREFIX, SUFFIX, GenerationConfig(max_new_tokens=24, stop=[stop]))
+    assert stop not in cut.text
+    assert cut.candidates[0].finish_reason == "stop"
+    assert free.startswith(cut.text)
+
+
+def test_n_candidates_with_sampling(tiny_engine):
+    cfg = GenerationConfig(max_new_tokens=8, n=4, temperature=1.0, seed=7)
+    result = tiny_engine.complete(PREFIX, SUFFIX, cfg)
+    assert len(result.candidates) == 4
+    assert len({c.text for c in result.candidates}) > 1
+    again = tiny_engine.complete(PREFIX, SUFFIX, cfg)
+    assert [c.text for c in again.candidates] == [c.text for c in result.candidates]  # seeded
+
+
+def test_streaming_deltas_add_up(tiny_engine):
+    deltas = []
+    result = tiny_engine.complete(PREFIX, SUFFIX, GenerationConfig(max_new_tokens=16),
+                                  on_text=lambda i, d: deltas.append(d))
+    assert "".join(deltas) == result.text
+
+
+def test_cancellation_from_another_thread(tiny_engine):
+    cancel = CancellationToken()
+    threading.Timer(0.2, cancel.cancel).start()
+    start = time.perf_counter()
+    result = tiny_engine.complete("import os\n", "", GenerationConfig(max_new_tokens=100_000, stop=[]), cancel=cancel)
+    assert result.candidates[0].finish_reason in ("cancelled", "eos")
+    assert time.perf_counter() - start < 10
+
+
+def test_time_budget(tiny_engine):
+    result = tiny_engine.complete("import os\n", "", GenerationConfig(max_new_tokens=100_000, time_budget_s=0.3))
+    assert result.candidates[0].finish_reason in ("time", "eos")
+    assert result.total_ms < 5000
+
+
+def test_long_prompt_is_truncated_to_context(tiny_engine):
+    long_prefix = "x = 1\n" * 3000
+    result = tiny_engine.complete(long_prefix, "y = 2\n" * 500, GenerationConfig(max_new_tokens=4))
+    assert result.prompt_tokens <= tiny_engine.max_context
