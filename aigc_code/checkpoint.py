@@ -2,8 +2,9 @@
 
 A checkpoint is a directory. It is written next to its final place as `NAME.tmp`, flushed to
 disk, then swapped in with renames, so a run killed at any moment leaves either the previous
-good checkpoint or the new one, never a half-written one. `NAME.old` is kept until the swap
-is complete and is used if the newest checkpoint turns out to be unreadable.
+good checkpoint or the new one, never a half-written one. The previous checkpoint is kept as
+`NAME.old`. A manifest of file sizes (the `COMPLETE` marker) detects a checkpoint damaged
+afterwards (a truncated copy, a full disk): it is refused with an error naming the good one.
 """
 
 from __future__ import annotations
@@ -36,23 +37,49 @@ def save_atomic(target: Path, write: Callable[[Path], None]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     write(tmp)
-    (tmp / "COMPLETE").write_text("ok\n")
+    manifest = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+    (tmp / "COMPLETE").write_text(json.dumps(manifest, indent=1))
     _fsync_tree(tmp)
-    if target.exists():
+    if (target / "COMPLETE").exists():
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
+    else:
+        shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+
+
+def problem(ckpt: Path) -> str:
+    """Why `ckpt` cannot be resumed from ("" if it is intact)."""
+    try:
+        manifest = json.loads((ckpt / "COMPLETE").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "it is incomplete (no valid COMPLETE manifest)"
+    for name, size in manifest.items():
+        path = ckpt / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} is truncated or damaged ({path.stat().st_size} of {size} bytes)"
+    return ""
 
 
 def latest(target: Path) -> Path | None:
-    """The newest complete checkpoint directory (`target`, else `target.old`), or None."""
-    for candidate in (target, target.with_name(target.name + ".old")):
-        if (candidate / "COMPLETE").exists():
-            return candidate
-    if target.exists():
-        raise CheckpointError(f"checkpoint {target} is incomplete (no COMPLETE marker) and no previous one exists")
-    return None
+    """The newest checkpoint directory, checked against its manifest; None when there is none.
+
+    A damaged newest checkpoint is an error (not a silent fallback): the message names the
+    previous intact checkpoint, which is left untouched, and how to use it.
+    """
+    old = target.with_name(target.name + ".old")
+    if not target.exists():
+        if old.exists() and not problem(old):
+            return old  # killed between the two renames of a swap
+        return None
+    reason = problem(target)
+    if not reason:
+        return target
+    hint = (f"the previous checkpoint {old} is intact: move it to {target} to resume from it"
+            if old.exists() and not problem(old) else "no intact previous checkpoint exists; start without --resume")
+    raise CheckpointError(f"checkpoint {target} cannot be resumed: {reason}; {hint}")
 
 
 def read_state(ckpt: Path) -> dict:

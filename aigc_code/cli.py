@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from aigc_code.bench.cli import app as bench_app
 from aigc_code.errors import AigcCodeError
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 pretrain_app = typer.Typer(help="Build the corpus, train and export the embedded default model.", no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
+app.add_typer(bench_app, name="bench")
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Local Hugging Face checkpoint directory "
                      "(default: $AIGC_CODE_MODEL, else the embedded default model).")]
@@ -90,13 +92,16 @@ def pretrain_train(
     context: Annotated[int, typer.Option(help="Context length (new runs only).")] = 512,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
     horizon_tokens: Annotated[int, typer.Option(help="Length of the cosine learning-rate schedule, in tokens.")] = 15_000_000,
+    vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary (new runs only).")] = 8192,
+    checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between atomic checkpoints.")] = 5.0,
 ):
     """Train (or resume training) the default model; checkpoints atomically every few minutes."""
     from aigc_code.pretrain.train import ModelShape, TrainConfig, train
 
     shape = ModelShape(hidden=hidden, layers=layers, heads=heads, intermediate=int(hidden * 8 / 3 // 32 * 32),
-                       context=context)
-    cfg = TrainConfig(shape=shape, batch_size=batch_size, horizon_tokens=horizon_tokens)
+                       context=context, vocab_size=vocab_size)
+    cfg = TrainConfig(shape=shape, batch_size=batch_size, horizon_tokens=horizon_tokens,
+                      checkpoint_minutes=checkpoint_minutes)
     try:
         state = train(corpus, out, cfg, resume=resume, max_minutes=minutes, max_steps=steps, threads=threads,
                       device=device)
@@ -119,19 +124,6 @@ def pretrain_export(
     except AigcCodeError as exc:
         _fail(str(exc))
     typer.echo(f"exported to {out}")
-
-
-def _mount_optional(module: str, name: str, help_text: str) -> None:
-    """Mount a sub-application that lives in another package (server/, eval/, finetune)."""
-    import importlib
-
-    try:
-        sub = importlib.import_module(module).app
-    except ModuleNotFoundError as exc:
-        if not exc.name or not exc.name.startswith(module.rsplit(".", 1)[0]):
-            raise
-        return
-    app.add_typer(sub, name=name, help=help_text)
 
 
 def main() -> None:

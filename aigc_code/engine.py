@@ -26,6 +26,9 @@ from aigc_code.fim import FimTokens, detect_fim
 from aigc_code.loading import Loaded, load_model
 
 
+TRUNCATE_CHUNK = 64  # tokens
+
+
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 64
@@ -35,6 +38,7 @@ class GenerationConfig:
     stop: list[str] = field(default_factory=list)
     time_budget_s: float | None = None
     seed: int | None = None
+    prompt_lookup: int = 8  # draft tokens per step from n-gram matches (greedy only; 0 = off)
 
 
 @dataclass
@@ -99,6 +103,7 @@ class Engine:
         self._heal_masks: dict[str, torch.Tensor] = {}
         self._stop_ids = self._collect_stop_ids()
         self._cache_kw = _cache_kwarg(self.model)
+        self._special_ids = set(self.tokenizer.all_special_ids) | self._stop_ids
 
     @property
     def name(self) -> str:
@@ -137,7 +142,9 @@ class Engine:
         suf = self.encode(suffix) if self.fim else []
         if len(pre) + len(suf) > budget:
             suf = suf[: min(len(suf), budget // 4)]
-            pre = pre[len(pre) - (budget - len(suf)) :]
+            # drop whole chunks from the left so the prompt's start stays put across keystrokes (KV reuse)
+            excess = len(pre) - (budget - len(suf))
+            pre = pre[min(len(pre), -(-excess // TRUNCATE_CHUNK) * TRUNCATE_CHUNK) :]
         pre, heal = self._heal(pre)
         if self.fim is None:
             return Prompt(self._bos() + pre, heal)
@@ -208,13 +215,33 @@ class Engine:
             cache.batch_repeat_interleave(n)
             logits = logits.expand(n, -1)
         prompt_ms = (time.perf_counter() - start) * 1000
+        speculate = n == 1 and cfg.temperature <= 0 and cfg.prompt_lookup > 0
 
         tokens: list[list[int]] = [[] for _ in range(n)]
         logprobs: list[list[float]] = [[] for _ in range(n)]
         heal_left = [prompt.heal] * n
         texts = [""] * n
         finish: list[str | None] = [None] * n
-        for _ in range(cfg.max_new_tokens):
+
+        def accept(i: int, tok: int, logprob: float) -> None:
+            """Append one generated token to candidate i and decide whether it is finished."""
+            if tok in self._stop_ids:
+                finish[i] = "eos"
+                return
+            tokens[i].append(tok)
+            logprobs[i].append(logprob)
+            if heal_left[i]:
+                heal_left[i] = _consume_heal(heal_left[i], self._token_string(tok))
+            text, stopped = self._visible_text(tokens[i], prompt.heal, cfg.stop)
+            if text != texts[i] and on_text and text.startswith(texts[i]):
+                on_text(i, text[len(texts[i]) :])
+            texts[i] = text
+            if stopped:
+                finish[i] = "stop"
+            elif len(tokens[i]) >= cfg.max_new_tokens:
+                finish[i] = "length"
+
+        while not all(finish):
             reason = "cancelled" if cancel.cancelled else None
             if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
                 reason = reason or "time"
@@ -224,28 +251,31 @@ class Engine:
             logits = self._mask_logits(logits, heal_left)
             chosen, chosen_logprob = self._choose(logits, cfg, generator)
             for i in range(n):
-                if finish[i]:
-                    continue
-                tok = int(chosen[i])
-                if tok in self._stop_ids:
-                    finish[i] = "eos"
-                    continue
-                tokens[i].append(tok)
-                logprobs[i].append(float(chosen_logprob[i]))
-                if heal_left[i]:
-                    heal_left[i] = _consume_heal(heal_left[i], self._token_string(tok))
-                text, stopped = self._visible_text(tokens[i], prompt.heal, cfg.stop)
-                if text != texts[i] and on_text and text.startswith(texts[i]):
-                    on_text(i, text[len(texts[i]) :])
-                texts[i] = text
-                if stopped:
-                    finish[i] = "stop"
+                if not finish[i]:
+                    accept(i, int(chosen[i]), float(chosen_logprob[i]))
             if all(finish):
                 break
-            step = self.model(input_ids=chosen.view(n, 1).to(self.device), use_cache=True, **{self._cache_kw: cache})
-            if n == 1:
-                fed.append(int(chosen[0]))
-            logits = step.logits[:, -1, :].float()
+            draft = self._lookup_draft(prompt.ids + tokens[0], cfg.prompt_lookup) if (
+                speculate and not heal_left[0]) else []
+            feed = torch.cat([chosen.view(n, 1).to(self.device), self._tensor([draft]).view(1, -1)], dim=1) if draft \
+                else chosen.view(n, 1).to(self.device)
+            step = self.model(input_ids=feed, use_cache=True, **{self._cache_kw: cache})
+            if n > 1:
+                logits = step.logits[:, -1, :].float()
+                continue
+            fed.append(int(chosen[0]))
+            # prompt-lookup decoding: keep the drafted tokens the model would have chosen itself
+            step_logits = step.logits[0].float()
+            accepted = 0
+            for j, tok in enumerate(draft):
+                if finish[0] or int(step_logits[j].argmax()) != tok:
+                    break
+                accept(0, tok, float(torch.log_softmax(step_logits[j], dim=-1)[tok]))
+                fed.append(tok)
+                accepted += 1
+            if cache.get_seq_length() > len(fed):
+                cache.crop(len(fed) - cache.get_seq_length())
+            logits = step_logits[accepted : accepted + 1]
         finish = [f or "length" for f in finish]
         self._kv = (fed, cache) if (n == 1 and self.reuse_kv) else None
         candidates = [Candidate(texts[i], logprobs[i], finish[i], tokens[i]) for i in range(n)]
@@ -257,6 +287,20 @@ class Engine:
             total_ms=(time.perf_counter() - start) * 1000,
             reused_tokens=reused,
         )
+
+    def _lookup_draft(self, context: list[int], max_draft: int, ngram: int = 3) -> list[int]:
+        """Tokens that followed the most recent earlier occurrence of the context's last n-gram."""
+        for size in range(ngram, 0, -1):
+            if len(context) <= size:
+                continue
+            tail = context[-size:]
+            for pos in range(len(context) - size - 1, -1, -1):
+                if context[pos : pos + size] == tail:
+                    draft = context[pos + size : pos + size + max_draft]
+                    special = self._special_ids
+                    cut = next((k for k, t in enumerate(draft) if t in special), len(draft))
+                    return draft[:cut]
+        return []
 
     def _prefill_cache(self, ids: list[int]):
         """A cache holding the longest prefix of `ids` that the last request already encoded."""
@@ -363,6 +407,6 @@ def _consume_heal(left: str, token_text: str) -> str:
 
 
 def load_engine(model=None, adapter=None, device: str | None = None, dtype: str | None = None,
-                reuse_kv: bool = True) -> Engine:
+                reuse_kv: bool = True, quantize: str | None = None) -> Engine:
     """Load a local checkpoint (default: the embedded model) and wrap it in an `Engine`."""
-    return Engine(load_model(model, adapter, device, dtype), reuse_kv=reuse_kv)
+    return Engine(load_model(model, adapter, device, dtype, quantize), reuse_kv=reuse_kv)

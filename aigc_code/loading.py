@@ -100,8 +100,11 @@ def load_tokenizer(path: Path):
 
 
 def load_model(model: str | Path | None = None, adapter: str | Path | None = None, device: str | None = None,
-               dtype: str | None = None) -> Loaded:
-    """Load model + tokenizer (+ adapter) from local files, on the best available device."""
+               dtype: str | None = None, quantize: str | None = None) -> Loaded:
+    """Load model + tokenizer (+ adapter) from local files, on the best available device.
+
+    `quantize="int8"` (CPU only, opt-in) converts Linear layers to dynamic int8 after loading.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -123,7 +126,26 @@ def load_model(model: str | Path | None = None, adapter: str | Path | None = Non
         adapter_path = Path(adapter).expanduser()
         lm = attach_adapter(lm, adapter_path)
     lm.to(dev).eval()
+    if quantize:
+        lm = quantize_int8(lm, dev, quantize)
     return Loaded(lm, tokenizer, path, adapter_path, dev, torch_dtype)
+
+
+def quantize_int8(model, device, mode: str):
+    """Dynamic int8 quantization of every nn.Linear (torch.ao): smaller and usually faster on CPU."""
+    import warnings
+
+    import torch
+
+    if mode != "int8":
+        raise ModelLoadError(f"unknown quantization {mode!r}: the supported value is int8")
+    if device.type != "cpu":
+        raise ModelLoadError("int8 dynamic quantization runs on CPU only; drop --quantize on a GPU")
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()  # quantize the merged weights, not the LoRA wrappers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def attach_adapter(model, adapter: Path):

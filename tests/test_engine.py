@@ -125,3 +125,29 @@ def test_long_prompt_is_truncated_to_context(tiny_engine):
     long_prefix = "x = 1\n" * 3000
     result = tiny_engine.complete(long_prefix, "y = 2\n" * 500, GenerationConfig(max_new_tokens=4))
     assert result.prompt_tokens <= tiny_engine.max_context
+
+
+@pytest.mark.parametrize("prefix", [PREFIX, "x = [1, 2, 3]\nx = [1, 2, 3]\nx = [1, 2", "import os\nimport sys\nimport "])
+def test_prompt_lookup_decoding_is_identical_to_plain_greedy(tiny_model, prefix):
+    engine = load_engine(tiny_model, reuse_kv=False)
+    plain = engine.complete(prefix, SUFFIX, GenerationConfig(max_new_tokens=40, prompt_lookup=0))
+    fast = engine.complete(prefix, SUFFIX, GenerationConfig(max_new_tokens=40, prompt_lookup=8))
+    assert fast.candidates[0].token_ids == plain.candidates[0].token_ids
+    assert fast.text == plain.text
+    assert fast.candidates[0].finish_reason == plain.candidates[0].finish_reason
+
+
+def test_int8_quantized_engine_generates(tiny_model):
+    engine = load_engine(tiny_model, quantize="int8")
+    result = engine.complete(PREFIX, SUFFIX, GenerationConfig(max_new_tokens=6))
+    assert 0 < result.generated_tokens <= 6
+    assert "DynamicQuantizedLinear" in repr(engine.model)
+
+
+def test_left_truncation_is_stable_across_keystrokes(tiny_engine):
+    long_prefix = "".join(f"value_{i} = compute({i})\n" for i in range(400))
+    a = tiny_engine.build_prompt(long_prefix + "res", "", 32)
+    b = tiny_engine.build_prompt(long_prefix + "result", "", 32)
+    assert len(a.ids) <= tiny_engine.max_context and len(b.ids) <= tiny_engine.max_context
+    common = next((i for i, (x, y) in enumerate(zip(a.ids, b.ids)) if x != y), min(len(a.ids), len(b.ids)))
+    assert common > len(a.ids) - 16  # only the last few tokens differ: the KV cache can be reused

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from aigc_code import checkpoint
+from aigc_code.errors import CheckpointError
 from aigc_code.fim import DEFAULT_FIM, fim_example
 from aigc_code.pretrain.corpus import load_split
 from aigc_code.pretrain.tokenizer import build_tokenizer, load_tokenizer
@@ -128,11 +129,14 @@ def eval_batches(records: list[dict], tokenizer, cfg: TrainConfig) -> dict[str, 
     out = {}
     for lang in sampler.langs:
         rows = []
-        while len(rows) < cfg.eval_windows:
+        for _ in range(cfg.eval_windows * 20):
+            if len(rows) == cfg.eval_windows:
+                break
             ids = tokenizer.encode(sampler.window(rng, cfg.shape.context * 6, lang), add_special_tokens=False)
             if len(ids) >= cfg.shape.context:
                 rows.append(ids[: cfg.shape.context])
-        out[lang] = torch.tensor(rows)
+        if rows:
+            out[lang] = torch.tensor(rows)
     return out
 
 
@@ -178,7 +182,10 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
     ckpt = checkpoint.latest(ckpt_dir) if resume else None
     if ckpt:
         tokenizer = load_tokenizer(ckpt)
-        model = AutoModelForCausalLM.from_pretrained(str(ckpt), local_files_only=True)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(ckpt), local_files_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"cannot load the model in checkpoint {ckpt}: {exc}") from exc
         state = checkpoint.read_state(ckpt)
         cfg = _config_from_state(state)
         print(f"resuming from {ckpt}: step {state['step']}, {state['tokens']:,} tokens seen")
