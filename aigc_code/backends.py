@@ -168,6 +168,7 @@ class OpenAIBackend:
         fim_prompt(fim_format, "", "")  # validate early
         self.url = completions_url(endpoint)
         self.model = model
+        self._model_probed = model is not None
         self.fim_format = fim_format
         self.timeout_s = timeout_s
         self.stream = stream
@@ -189,6 +190,18 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._client.close()
+
+    def _probe_model(self) -> None:
+        """Without a configured model name, ask `/v1/models` once and use the first one
+        (vLLM wants the name; servers that serve one model ignore it)."""
+        self._model_probed = True
+        try:
+            resp = self._client.get(self.url.rsplit("/", 1)[0] + "/models", timeout=min(5.0, self.timeout_s))
+            data = resp.json().get("data") if resp.status_code == 200 else None
+            if data and isinstance(data[0], dict) and isinstance(data[0].get("id"), str):
+                self.model = data[0]["id"]
+        except Exception:  # the completion request itself will report a dead endpoint
+            pass
 
     def _payload(self, prefix: str, suffix: str, request: GenerationRequest) -> dict:
         prompt, suffix_field = fim_prompt(self.fim_format, prefix, suffix)
@@ -216,6 +229,8 @@ class OpenAIBackend:
     def complete(self, prefix: str, suffix: str, request: GenerationRequest, cancel: CancelToken | None = None) -> BackendResult:
         import httpx
 
+        if not self._model_probed:
+            self._probe_model()
         payload = self._payload(prefix, suffix, request)
         n = max(1, request.n)
         texts = [""] * n

@@ -37,26 +37,32 @@ def split_at(text: str, line: int, column: int) -> tuple[str, str]:
 
 def complete_file(file: Path, line: int, column: int, model=None, adapter=None, device=None,
                   max_new_tokens: int = 64, temperature: float = 0.0, n: int = 1) -> dict:
-    from aigc_code.engine import GenerationConfig, load_engine
+    """Run the LSP server's own pipeline (context -> prompt -> model -> post-process) once, offline."""
+    from aigc_code.server.backend import backend_from_settings
+    from aigc_code.server.completion import CompletionPipeline, CompletionRequest
+    from aigc_code.server.documents import Document
+    from aigc_code.server.settings import Settings
 
     text = read_source(file)
-    prefix, suffix = split_at(text, line, column)
-    engine = load_engine(model, adapter, device)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, n=n,
-                              seed=0 if temperature > 0 else None)
-    result = engine.complete(prefix, suffix, config)
-    language = language_for_path(file)
-    ranked = sorted({c.text: c for c in result.candidates if c.text.strip()}.values(), key=lambda c: -c.mean_logprob)
+    prefix, _ = split_at(text, line, column)
+    settings = Settings(model=model, adapter=adapter, device=device, max_new_tokens=max_new_tokens,
+                        temperature=temperature, n=n, seed=0 if temperature > 0 else None)
+    backend = backend_from_settings(settings)
+    doc = Document(file.resolve().as_uri(), language_for_path(file) or "", 1, text)
+    outcome = CompletionPipeline(lambda _settings: backend).run(
+        CompletionRequest(doc.snapshot(), str(file), len(prefix), settings, invoked=True))
+    timing = outcome.timing
     return {
         "file": str(file),
         "line": line,
         "column": column,
-        "language": language,
-        "model": engine.name,
-        "completion": ranked[0].text if ranked else "",
-        "candidates": [{"text": c.text, "mean_logprob": round(c.mean_logprob, 4), "finish_reason": c.finish_reason}
-                       for c in ranked],
-        "timings": {"prompt_tokens": result.prompt_tokens, "generated_tokens": result.generated_tokens,
-                    "prompt_ms": round(result.prompt_ms, 1), "total_ms": round(result.total_ms, 1),
-                    "device": str(engine.device)},
+        "language": doc.language,
+        "mode": timing.mode,
+        "backend": backend.describe(),
+        "completion": outcome.suggestions[0].text if outcome.suggestions else "",
+        "candidates": [{"text": s.text, "mean_logprob": round(s.score, 4), "finish_reason": s.finish_reason}
+                       for s in outcome.suggestions],
+        "timings": {"prompt_tokens": timing.prompt_tokens, "generated_tokens": timing.generated_tokens,
+                    "context_ms": round(timing.context_ms, 1), "model_prompt_ms": round(timing.model_prompt_ms, 1),
+                    "model_ms": round(timing.model_ms, 1), "postprocess_ms": round(timing.postprocess_ms, 1)},
     }

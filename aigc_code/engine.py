@@ -104,6 +104,7 @@ class Engine:
         self._stop_ids = self._collect_stop_ids()
         self._cache_kw = _cache_kwarg(self.model)
         self._special_ids = set(self.tokenizer.all_special_ids) | self._stop_ids
+        self._vocab_len = len(self.tokenizer)  # len() on an HF tokenizer is slow: once, not per token
 
     @property
     def name(self) -> str:
@@ -221,6 +222,7 @@ class Engine:
         logprobs: list[list[float]] = [[] for _ in range(n)]
         heal_left = [prompt.heal] * n
         texts = [""] * n
+        detok = [_Detokenizer(self.tokenizer) for _ in range(n)]
         finish: list[str | None] = [None] * n
 
         def accept(i: int, tok: int, logprob: float) -> None:
@@ -232,7 +234,7 @@ class Engine:
             logprobs[i].append(logprob)
             if heal_left[i]:
                 heal_left[i] = _consume_heal(heal_left[i], self._token_string(tok))
-            text, stopped = self._visible_text(tokens[i], prompt.heal, cfg.stop)
+            text, stopped = _visible_text(detok[i].add(tok), prompt.heal, cfg.stop)
             if text != texts[i] and on_text and text.startswith(texts[i]):
                 on_text(i, text[len(texts[i]) :])
             texts[i] = text
@@ -343,7 +345,7 @@ class Engine:
         return chosen, logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 
     def _mask_logits(self, logits: torch.Tensor, heal_left: list[str]) -> torch.Tensor:
-        vocab = len(self.tokenizer)
+        vocab = self._vocab_len
         if logits.shape[-1] > vocab:
             logits = logits.clone()
             logits[:, vocab:] = float("-inf")
@@ -372,22 +374,45 @@ class Engine:
 
     def _all_token_strings(self) -> list[str]:
         if self._token_strings is None:
-            self._token_strings = [self.tokenizer.decode([i]) for i in range(len(self.tokenizer))]
+            self._token_strings = [self.tokenizer.decode([i]) for i in range(self._vocab_len)]
         return self._token_strings
 
     def _token_string(self, tok: int) -> str:
         return self._all_token_strings()[tok] if tok < len(self._all_token_strings()) else ""
 
-    def _visible_text(self, tokens: list[int], heal: str, stops: list[str]) -> tuple[str, bool]:
-        """Generated text after the cursor, cut at the first stop sequence."""
-        text = self.tokenizer.decode(tokens)
-        if heal:
-            if not text.startswith(heal):
-                return "", False
-            text = text[len(heal) :]
-        text = text.rstrip("\ufffd")  # an unfinished multi-byte character
-        cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-        return (text[:cut], True) if cut >= 0 else (text, False)
+class _Detokenizer:
+    """Incremental detokenization: each step decodes only a short window of recent tokens.
+
+    Decoding a window and subtracting its known head (rather than concatenating per-token
+    strings) stays right for tokenizers that treat a sequence's first token specially.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+        self.prefix_offset = 0
+        self.read_offset = 0
+
+    def add(self, tok: int) -> str:
+        """The full text so far (an unfinished multi-byte character is left out)."""
+        self.ids.append(tok)
+        head = self.tokenizer.decode(self.ids[self.prefix_offset : self.read_offset])
+        window = self.tokenizer.decode(self.ids[self.prefix_offset :])
+        if len(window) > len(head) and not window.endswith("\ufffd"):
+            self.text += window[len(head) :]
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+        return self.text
+
+
+def _visible_text(text: str, heal: str, stops: list[str]) -> tuple[str, bool]:
+    """Generated text after the cursor (the healed characters removed), cut at the first stop sequence."""
+    if heal:
+        if not text.startswith(heal):
+            return "", False
+        text = text[len(heal) :]
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 def _cache_kwarg(model) -> str:

@@ -108,6 +108,9 @@ def load_model(model: str | Path | None = None, adapter: str | Path | None = Non
     import torch
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr belongs to the CLI / LSP log, not to weight-loading bars
     path = resolve_model_path(model)
     check_checkpoint_dir(path)
     dev = pick_device(device)

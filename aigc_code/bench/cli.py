@@ -39,3 +39,12 @@ def quantize(model: ModelOpt = None, lines: int = 120, out: OutOpt = None):
     from aigc_code.bench.typing import bench_quantize
 
     _emit(bench_quantize(model, lines), out)
+
+
+@app.command()
+def finetune(model: ModelOpt = None, steps: int = 10, batch: int = 4, context: int = 256,
+             device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None, out: OutOpt = None):
+    """LoRA vs full finetuning of the same model: training tokens/s and peak memory (separate processes)."""
+    from aigc_code.bench.finetune_bench import bench_finetune
+
+    _emit(bench_finetune(model, steps, batch, context, device), out)

@@ -1,0 +1,5 @@
+"""`python -m aigc_code.server serve ...` (same as `aigc-code serve ...`)."""
+
+from aigc_code.server.cli import main
+
+main()

@@ -1,0 +1,266 @@
+"""LSP latency benchmark: replay a scripted typing session over real files through the real
+server over stdio, and report inline-completion latency next to the model's own time.
+
+For each file the "user" opens it cut halfway, then types the rest of the next lines one
+character at a time (incremental didChange). At word boundaries the client asks for an inline
+completion and waits for the answer; when the suggestion agrees with what the user goes on to
+type, the user accepts the agreeing part in one edit (as an editor's Tab does), so the cache
+path is exercised as it is in real use.
+
+Reported: p50/p95 of the client-side latency of every inline completion, of those that ran the
+model, the model's own time (`aigcCode/lastTiming`: backend wall time), and the server
+overhead = (latency - model time) / latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lsprotocol import types as T
+
+from aigc_code.languages import language_for_path
+
+BOUNDARY = set(" \t\n.(,:=[{")
+
+
+def default_files() -> list[Path]:
+    """A few real files: from the Python standard library and from this repository."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    here = Path(__file__).resolve().parent
+    candidates = [stdlib / "textwrap.py", stdlib / "json" / "decoder.py", stdlib / "heapq.py",
+                  here / "documents.py", here.parent / "aigc_code" / "context.py", here / "cache.py"]
+    return [p for p in candidates if p.is_file()]
+
+
+@dataclass
+class Sample:
+    file: str
+    latency_ms: float
+    model_ms: float
+    server_ms: float
+    cache_hit: bool
+    mode: str
+    suggestions: int
+
+
+@dataclass
+class BenchResult:
+    samples: list[Sample] = field(default_factory=list)
+    accepted_chars: int = 0
+    typed_chars: int = 0
+    startup_s: float = 0.0
+
+    def summary(self) -> dict:
+        def pct(values: list[float], q: float) -> float:
+            if not values:
+                return 0.0
+            values = sorted(values)
+            return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
+
+        model_runs = [s for s in self.samples if s.model_ms > 0]
+        lat = [s.latency_ms for s in self.samples]
+        lat_model = [s.latency_ms for s in model_runs]
+        model = [s.model_ms for s in model_runs]
+        overhead = [(s.latency_ms - s.model_ms) / s.latency_ms for s in model_runs if s.latency_ms > 0]
+        total_lat = sum(lat_model)
+        return {
+            "requests": len(self.samples),
+            "model_requests": len(model_runs),
+            "cache_hits": sum(s.cache_hit for s in self.samples),
+            "no_completion": sum(s.mode == "none" for s in self.samples),
+            "latency_p50_ms": pct(lat, 0.5),
+            "latency_p95_ms": pct(lat, 0.95),
+            "model_latency_p50_ms": pct(lat_model, 0.5),
+            "model_latency_p95_ms": pct(lat_model, 0.95),
+            "model_time_p50_ms": pct(model, 0.5),
+            "model_time_p95_ms": pct(model, 0.95),
+            "overhead_ratio_p50": statistics.median(overhead) if overhead else 0.0,
+            "overhead_ratio_total": (total_lat - sum(model)) / total_lat if total_lat else 0.0,
+            "accepted_chars": self.accepted_chars,
+            "typed_chars": self.typed_chars,
+            "startup_s": self.startup_s,
+        }
+
+
+def _plain(value):
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    return value
+
+
+class _Session:
+    def __init__(self, client, result: BenchResult):
+        self.client = client
+        self.result = result
+        self.version = 1
+
+    def position(self, text: str, index: int) -> T.Position:
+        line = text.count("\n", 0, index)
+        start = text.rfind("\n", 0, index) + 1
+        segment = text[start:index]
+        return T.Position(line, len(segment.encode("utf-16-le")) // 2)
+
+    def insert(self, uri: str, text: str, index: int, new: str) -> str:
+        pos = self.position(text, index)
+        self.version += 1
+        self.client.text_document_did_change(T.DidChangeTextDocumentParams(
+            text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=self.version),
+            content_changes=[T.TextDocumentContentChangePartial(range=T.Range(pos, pos), text=new)]))
+        return text[:index] + new + text[index:]
+
+    async def complete(self, uri: str, name: str, text: str, index: int) -> str:
+        params = T.InlineCompletionParams(
+            context=T.InlineCompletionContext(trigger_kind=T.InlineCompletionTriggerKind.Automatic),
+            text_document=T.TextDocumentIdentifier(uri), position=self.position(text, index))
+        start = time.perf_counter()
+        answer = await self.client.text_document_inline_completion_async(params)
+        latency = (time.perf_counter() - start) * 1000
+        timing = _plain(await self.client.protocol.send_request_async("aigcCode/lastTiming", None)) or {}
+        items = answer.items if answer is not None else []
+        self.result.samples.append(Sample(name, latency, float(timing.get("model_ms", 0.0)), float(timing.get("total_ms", 0.0)),
+                                          bool(timing.get("cache_hit", False)), str(timing.get("mode", "")), len(items)))
+        first = items[0].insert_text if items else ""
+        return first if isinstance(first, str) else first.value
+
+    async def replay(self, path: Path, requests: int, type_chars: int) -> None:
+        real = path.read_text(encoding="utf-8")
+        language = language_for_path(path) or "plaintext"
+        uri = path.resolve().as_uri()
+        cut = real.find("\n", len(real) // 2) + 1
+        end = real.find("\n", cut + type_chars) + 1 or len(real)
+        # The lines to type are missing (an empty line stands in for them); the rest follows.
+        text = real[:cut] + "\n" + real[end:]
+        index = cut
+        self.client.text_document_did_open(T.DidOpenTextDocumentParams(T.TextDocumentItem(uri, language, self.version, text)))
+        made = 0
+        pos = cut
+        while pos < end and made < requests:
+            ch = real[pos]
+            text = self.insert(uri, text, index, ch)
+            index += 1
+            pos += 1
+            self.result.typed_chars += 1
+            if ch not in BOUNDARY:
+                continue
+            suggestion = await self.complete(uri, path.name, text, index)
+            made += 1
+            upcoming = real[pos:end]
+            agree = 0
+            while agree < min(len(suggestion), len(upcoming)) and suggestion[agree] == upcoming[agree]:
+                agree += 1
+            if agree:
+                text = self.insert(uri, text, index, upcoming[:agree])
+                index += agree
+                pos += agree
+                self.result.accepted_chars += agree
+        self.client.text_document_did_close(T.DidCloseTextDocumentParams(T.TextDocumentIdentifier(uri)))
+
+
+async def _run(files: list[Path], server_cmd: list[str], settings: dict, requests: int, type_chars: int,
+               ready_timeout_s: float) -> BenchResult:
+    from pygls.lsp.client import LanguageClient
+
+    result = BenchResult()
+    client = LanguageClient("aigc-code-bench", "1")
+    client.feature(T.WINDOW_LOG_MESSAGE)(lambda params: None)
+    client.feature(T.WINDOW_SHOW_MESSAGE)(lambda params: None)
+    started = time.perf_counter()
+    await client.start_io(*server_cmd)
+
+    async def drain() -> None:  # the server's stderr must not fill its pipe
+        stream = client._server.stderr if client._server is not None else None
+        while stream is not None and await stream.readline():
+            pass
+
+    drainer = asyncio.ensure_future(drain())
+    try:
+        await client.initialize_async(T.InitializeParams(capabilities=T.ClientCapabilities(),
+                                                         initialization_options={"aigcCode": settings}))
+        client.initialized(T.InitializedParams())
+        deadline = time.perf_counter() + ready_timeout_s
+        while True:
+            status = _plain(await client.protocol.send_request_async("aigcCode/status", None))
+            backend = status.get("backend", "")
+            if backend.startswith("error"):
+                raise RuntimeError(f"the server could not load its backend: {backend}")
+            if backend not in ("loading", "not loaded"):
+                break
+            if time.perf_counter() > deadline:
+                raise RuntimeError("the server's backend did not become ready in time")
+            await asyncio.sleep(0.1)
+        result.startup_s = time.perf_counter() - started
+        session = _Session(client, result)
+        warm = files[0]
+        await session.replay(warm, 2, 40)  # warm-up, not counted
+        result.samples.clear()
+        result.accepted_chars = result.typed_chars = 0
+        for path in files:
+            await session.replay(path, requests, type_chars)
+        await client.shutdown_async(None)
+        client.exit(None)
+    finally:
+        drainer.cancel()
+        try:
+            await asyncio.wait_for(client.stop(), 10)
+        except Exception:
+            if client._server is not None and client._server.returncode is None:
+                client._server.kill()
+    return result
+
+
+def bench_lsp(files: list[str | Path] | None = None, model: str | None = None, backend: str = "local",
+              endpoint: str | None = None, requests_per_file: int = 15, type_chars: int = 400, max_new_tokens: int = 32,
+              context_tokens: int = 512, ready_timeout_s: float = 600.0, echo=print) -> dict:
+    """Run the benchmark and return (and print, through `echo`) its summary."""
+    paths = [Path(f) for f in files] if files else default_files()
+    if not paths:
+        raise ValueError("no files to replay")
+    cmd = [sys.executable, "-m", "aigc_code.server", "serve", "--log-level", "WARNING", "--backend", backend]
+    if model:
+        cmd += ["--model", str(model)]
+    if endpoint:
+        cmd += ["--endpoint", endpoint]
+    settings = {"maxNewTokens": max_new_tokens, "contextTokens": context_tokens, "temperature": 0.0}
+    result = asyncio.run(_run(paths, cmd, settings, requests_per_file, type_chars, ready_timeout_s))
+    summary = result.summary()
+    if echo is not None:
+        echo(format_summary(summary, paths))
+    return summary
+
+
+def format_summary(s: dict, paths: list[Path]) -> str:
+    return "\n".join([
+        f"files: {', '.join(p.name for p in paths)}",
+        f"inline completions: {s['requests']} ({s['model_requests']} ran the model, {s['cache_hits']} from the cache, "
+        f"{s['no_completion']} no-completion positions)",
+        f"latency (client, all):      p50 {s['latency_p50_ms']:8.1f} ms   p95 {s['latency_p95_ms']:8.1f} ms",
+        f"latency (client, model ran): p50 {s['model_latency_p50_ms']:7.1f} ms   p95 {s['model_latency_p95_ms']:8.1f} ms",
+        f"model time (backend):       p50 {s['model_time_p50_ms']:8.1f} ms   p95 {s['model_time_p95_ms']:8.1f} ms",
+        f"server overhead: {100 * s['overhead_ratio_p50']:.1f}% of latency (median), {100 * s['overhead_ratio_total']:.1f}% overall",
+        f"accepted {s['accepted_chars']} of {s['accepted_chars'] + s['typed_chars']} characters; server ready in {s['startup_s']:.1f} s",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", help="files to replay (default: stdlib and repository files)")
+    parser.add_argument("--model")
+    parser.add_argument("--backend", default="local")
+    parser.add_argument("--endpoint")
+    parser.add_argument("--requests-per-file", type=int, default=15)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    args = parser.parse_args(argv)
+    bench_lsp(args.files or None, model=args.model, backend=args.backend, endpoint=args.endpoint,
+              requests_per_file=args.requests_per_file, max_new_tokens=args.max_new_tokens)
+
+
+if __name__ == "__main__":
+    main()

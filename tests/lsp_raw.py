@@ -1,0 +1,94 @@
+"""A raw JSON-RPC/LSP client over a subprocess's stdio, for sending bytes no real client would send."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+
+def frame(body: bytes | str) -> bytes:
+    data = body.encode() if isinstance(body, str) else body
+    return b"Content-Length: %d\r\n\r\n" % len(data) + data
+
+
+class RawClient:
+    def __init__(self, cmd: list[str], env=None):
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=env)
+        self.messages: queue.Queue = queue.Queue()
+        self.ids = itertools.count(1000)
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        out = self.proc.stdout
+        while True:
+            length = None
+            while True:
+                line = out.readline()
+                if not line:
+                    self.messages.put(None)
+                    return
+                if line in (b"\r\n", b"\n"):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = out.read(length)
+            self.messages.put(json.loads(body))
+
+    def send(self, data: bytes) -> None:
+        with self.lock:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+
+    def notify(self, method: str, params) -> None:
+        self.send(frame(json.dumps({"jsonrpc": "2.0", "method": method, "params": params})))
+
+    def request(self, method: str, params, timeout: float = 30.0) -> dict:
+        msg_id = next(self.ids)
+        self.send(frame(json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})))
+        return self.wait_for(lambda m: m.get("id") == msg_id and "method" not in m, timeout)
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                msg = self.messages.get(timeout=max(0.01, deadline - time.time()))
+            except queue.Empty:
+                break
+            if msg is None:
+                raise AssertionError("server closed its output (crashed?)")
+            if predicate(msg):
+                return msg
+        raise AssertionError(f"no matching message within {timeout} s")
+
+    def drain(self) -> list[dict]:
+        out = []
+        while True:
+            try:
+                msg = self.messages.get_nowait()
+            except queue.Empty:
+                return out
+            if msg is not None:
+                out.append(msg)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        try:
+            self.request("shutdown", None, timeout=10)
+            self.notify("exit", None)
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def server_cmd(model) -> list[str]:
+    return [sys.executable, "-m", "aigc_code", "serve", "--model", str(model), "--log-level", "WARNING"]

@@ -1,0 +1,255 @@
+"""Context selection on real code snippets: completion mode, outlines, budgets, ranking."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigc_code.context import (
+    MULTI,
+    NONE,
+    SINGLE,
+    ApproxTokens,
+    Budget,
+    SourceFile,
+    build_prompt,
+    completion_mode,
+    identifiers,
+    index_file,
+    prefix_window,
+    stop_sequences,
+    suffix_window,
+)
+from aigc_code.languages import ts_parser
+
+
+def parsed(language: str, text: str) -> SourceFile:
+    return SourceFile(path=f"src/file.{language}", language=language, text=text, tree=ts_parser(language).parse(text.encode()))
+
+
+def mode_at(language: str, marked: str) -> str:
+    """Completion mode for the cursor at `|` in `marked`."""
+    i = marked.index("|")
+    text = marked[:i] + marked[i + 1 :]
+    src = text.encode()
+    tree = ts_parser(language).parse(src)
+    return completion_mode(tree, src, len(text[:i].encode()), language)
+
+
+@pytest.mark.parametrize(
+    "language, marked, expected",
+    [
+        ("python", "def f(x):\n    y = x\n    |\n", MULTI),
+        ("python", "def f(x):|\n", MULTI),
+        ("python", "result = compu|te(1)\n", NONE),
+        ("python", "result = |compute(1)\n", NONE),
+        ("python", "result = compute(|)\n", SINGLE),
+        ("python", "total = price * |\n", SINGLE),
+        ("python", "# sum the values of|\n", SINGLE),
+        ("python", "name = 'hello wor|'\n", SINGLE),
+        ("python", "d = {'a':|\n", SINGLE),
+        ("javascript", "function f(a) {|\n}\n", MULTI),
+        ("javascript", "const total = items.reduce(|);\n", SINGLE),
+        ("typescript", "class A {\n  m(): void {\n    |\n  }\n}\n", MULTI),
+        ("typescriptreact", "const x = <div>{val|}</div>;\n", SINGLE),
+        ("go", "func f() {\n\tx := comp|ute()\n}\n", NONE),
+        ("go", "func f() {\n\t|\n}\n", MULTI),
+        ("rust", "fn f() -> i32 {\n    let s = \"abc|\";\n}\n", SINGLE),
+        ("java", "class A {\n  void f() {\n    // TODO: |\n  }\n}\n", SINGLE),
+        ("c", "int main(void) {\n  for (int i = 0; i < n; i++) {|\n}\n", MULTI),
+        ("cpp", "int main() {\n  std::vector<int> v = |\n}\n", SINGLE),
+    ],
+)
+def test_completion_mode(language, marked, expected):
+    assert mode_at(language, marked) == expected
+
+
+def test_stop_sequences():
+    src = b"def f():\n    \n"
+    assert stop_sequences("python", SINGLE, src, 13) == ["\n"]
+    inside = stop_sequences("python", MULTI, src, 13)
+    assert "\ndef " in inside and "\n\n\n" in inside
+    top = stop_sequences("python", MULTI, b"x = 1\n\n", 7)
+    assert "\ndef " not in top  # a new top-level definition is what the user may want
+    assert "\n}" in stop_sequences("go", MULTI, b"func f() {\n\t\n}\n", 12)
+
+
+def test_identifiers_skip_keywords():
+    assert identifiers("for item in items:\n    if item is not None: total += item.price", "python") == [
+        "item", "items", "item", "total", "item", "price"]
+    assert "return" not in identifiers("return value;", "java")
+
+
+PY_LIB = '''import os
+from dataclasses import dataclass
+
+
+@dataclass
+class Invoice:
+    number: str
+    amount: float = 0.0
+
+    def total(self, tax: float) -> float:
+        return self.amount * (1 + tax)
+
+    def render(self):
+        return f"{self.number}: {self.amount}"
+
+
+def load_invoices(path):
+    with open(path) as f:
+        return [Invoice(*line.split(",")) for line in f]
+'''
+
+
+def test_index_python_outline():
+    f = parsed("python", PY_LIB)
+    idx = index_file(f.text, f.tree, "python")
+    assert [t for _, _, t in idx.imports] == ["import os", "from dataclasses import dataclass"]
+    names = {d.name: d for d in idx.definitions}
+    assert set(names) == {"Invoice", "load_invoices"}
+    outline = names["Invoice"].outline()
+    assert outline.splitlines() == [
+        "class Invoice:",
+        "    number: str",
+        "    amount: float = 0.0",
+        "    def total(self, tax: float) -> float: ...",
+        "    def render(self): ...",
+    ]
+    assert names["Invoice"].outline(only={"render"}).splitlines()[-1] == "    def render(self): ..."
+    assert names["load_invoices"].outline() == "def load_invoices(path): ..."
+    assert any("load_invoices" in c.idents for c in idx.chunks)
+
+
+@pytest.mark.parametrize(
+    "language, text, imports, outlines",
+    [
+        ("javascript",
+         'import { sum } from "./math.js";\nexport function mean(xs) {\n  return sum(xs) / xs.length;\n}\n'
+         "const double = (x) => x * 2;\nclass Stack {\n  push(x) { this.items.push(x); }\n}\n",
+         ['import { sum } from "./math.js";'],
+         {"mean": "export function mean(xs) { ... }", "double": "const double = (x) => ...",
+          "Stack": "class Stack {\n  push(x) { ... }\n}"}),
+        ("typescript",
+         'import { Db } from "./db";\ninterface User { id: number; name: string }\n'
+         "export class Repo {\n  constructor(private db: Db) {}\n  find(id: number): User | undefined { return undefined; }\n}\n",
+         ['import { Db } from "./db";'],
+         {"User": "interface User { id: number; name: string }",
+          "Repo": "export class Repo {\n  constructor(private db: Db) { ... }\n  find(id: number): User | undefined { ... }\n}"}),
+        ("go",
+         'package store\n\nimport "fmt"\n\ntype Item struct {\n\tName string\n}\n\nfunc (i *Item) Label() string {\n\treturn fmt.Sprint(i.Name)\n}\n',
+         ["package store", 'import "fmt"'],
+         {"Item": "type Item struct {\n\tName string\n}", "Label": "func (i *Item) Label() string { ... }"}),
+        ("rust",
+         "use std::fmt;\nstruct Point { x: i32, y: i32 }\nimpl Point {\n    fn norm(&self) -> i32 { self.x.abs() + self.y.abs() }\n}\n",
+         ["use std::fmt;"],
+         {"Point": "struct Point { x: i32, y: i32 }"}),
+        ("java",
+         "package shop;\nimport java.util.List;\npublic class Cart {\n  private List<Item> items;\n  public int size() { return items.size(); }\n}\n",
+         ["package shop;", "import java.util.List;"],
+         {"Cart": "public class Cart {\n  private List<Item> items;\n  public int size() { ... }\n}"}),
+        ("c",
+         '#include <stdlib.h>\n#include "list.h"\n\nstruct node { int value; struct node *next; };\n'
+         "int list_length(const struct node *head) {\n  int n = 0;\n  return n;\n}\n",
+         ["#include <stdlib.h>", '#include "list.h"'],
+         {"node": "struct node { int value; struct node *next; }", "list_length": "int list_length(const struct node *head) { ... }"}),
+        ("cpp",
+         "#include <string>\nnamespace geo {\nclass Shape {\n public:\n  virtual double area() const = 0;\n};\n}\n"
+         "double scale(double x) { return x * 2; }\n",
+         ["#include <string>"],
+         {"Shape": "class Shape {\n  virtual double area() const = 0;\n};", "scale": "double scale(double x) { ... }"}),
+    ],
+)
+def test_index_other_languages(language, text, imports, outlines):
+    f = parsed(language, text)
+    idx = index_file(f.text, f.tree, language)
+    assert [t.strip() for _, _, t in idx.imports] == imports
+    table = idx.by_name()
+    for name, outline in outlines.items():
+        assert name in table, (name, list(table))
+        defn, parent = table[name][0]
+        assert defn.outline() == outline
+    if language == "rust":
+        assert table["norm"][0][1].name == "Point"  # a method of `impl Point`
+
+
+def test_windows_cut_at_line_boundaries():
+    tok = ApproxTokens(chars_per_token=1.0)
+    text = "line one\nline two\nline three\n"
+    pre = prefix_window(text, tok, 15)
+    assert pre == "line three\n"
+    assert prefix_window(text, tok, 100) == text
+    assert suffix_window(text, tok, 12) == "line one\n"
+    assert prefix_window(text, tok, 0) == "" and suffix_window(text, tok, 0) == ""
+
+
+def long_module(n: int = 120) -> str:
+    body = "".join(f"def helper_{i}(value):\n    return value + {i}\n\n\n" for i in range(n))
+    return "import json\nimport os.path\n\n\n" + body
+
+
+def test_prompt_prepends_cut_off_imports_and_referenced_signatures():
+    text = long_module() + "def main(path):\n    data = json.load(open(path))\n    result = helper_3(data)\n    "
+    doc = parsed("python", text)
+    budget = Budget(prefix_tokens=60, suffix_tokens=20, context_tokens=120)
+    prompt = build_prompt(doc, len(text), tokens=ApproxTokens(), budget=budget)
+    assert prompt.prefix.endswith(prompt.prefix_window) and text.endswith(prompt.prefix_window)
+    assert text[: len(text) - len(prompt.prefix_window)].endswith("\n")  # cut at a line start
+    ctx = prompt.context
+    assert ctx.startswith("# src/file.python\n")
+    assert "import json\nimport os.path" in ctx
+    assert "def helper_3(value): ..." in ctx  # referenced from the cursor's scope
+    assert "helper_7" not in ctx  # not referenced
+    assert "def main(path)" not in ctx  # already in the window
+    assert ApproxTokens().count_tokens(ctx) <= budget.context_tokens + 10
+    assert {s.kind for s in prompt.sections} == {"imports", "signatures"}
+
+
+def test_prompt_without_cut_has_no_context_repetition():
+    text = "import os\n\ndef f():\n    return os.getcwd()\n\nx = f()\n"
+    prompt = build_prompt(parsed("python", text), len(text), tokens=ApproxTokens(), budget=Budget())
+    assert prompt.prefix == text and prompt.context == ""
+
+
+def test_snippets_from_other_files_ranked_by_overlap():
+    other_a = parsed("python", "def parse_invoice(line):\n    number, amount = line.split(',')\n    return Invoice(number, float(amount))\n")
+    other_a = SourceFile("billing/parse.py", "python", other_a.text, other_a.tree)
+    other_b = parsed("python", "def draw_circle(canvas, radius):\n    canvas.arc(0, 0, radius)\n")
+    other_b = SourceFile("gfx/draw.py", "python", other_b.text, other_b.tree)
+    js = parsed("javascript", "function parse_invoice(line) { return line.split(','); }\n")
+    js = SourceFile("web/parse.js", "javascript", js.text, js.tree)
+    text = "def import_all(lines):\n    out = []\n    for line in lines:\n        number, amount = line.split(',')\n        "
+    doc = SourceFile("billing/load.py", "python", text, ts_parser("python").parse(text.encode()))
+    prompt = build_prompt(doc, len(text), [other_b, js, other_a], tokens=ApproxTokens(), budget=Budget(context_tokens=200))
+    snippets = [s for s in prompt.sections if s.kind == "snippet"]
+    assert snippets and snippets[0].path == "billing/parse.py"
+    assert all(s.path != "web/parse.js" for s in prompt.sections)  # another language family
+    assert "# billing/parse.py\ndef parse_invoice(line):" in prompt.context
+    assert prompt.context.rstrip().endswith("# billing/load.py")
+    assert prompt.prefix.endswith(text)
+
+
+def test_cross_file_signatures_and_comment_syntax():
+    lib = parsed("typescript", "export function formatPrice(cents: number): string {\n  return (cents / 100).toFixed(2);\n}\n")
+    lib = SourceFile("src/price.ts", "typescript", lib.text, lib.tree)
+    text = "import { formatPrice } from './price';\nexport function label(item: Item) {\n  return item.name + formatPrice(item.cents) + "
+    doc = SourceFile("src/label.ts", "typescript", text, ts_parser("typescript").parse(text.encode()))
+    prompt = build_prompt(doc, len(text), [lib], tokens=ApproxTokens(), budget=Budget(context_tokens=100))
+    # The whole function fits as a snippet, so its signature is not repeated.
+    assert "// src/price.ts\nexport function formatPrice(cents: number): string {\n  return" in prompt.context
+    assert "{ ... }" not in prompt.context
+    assert prompt.context.rstrip().endswith("// src/label.ts")
+
+    # A long function does not fit: its signature stands in for it.
+    body = "".join(f"  const step{i} = cents + {i};\n" for i in range(60))
+    lib2 = parsed("typescript", "export function formatPrice(cents: number): string {\n" + body + "  return '';\n}\n")
+    lib2 = SourceFile("src/price.ts", "typescript", lib2.text, lib2.tree)
+    prompt = build_prompt(doc, len(text), [lib2], tokens=ApproxTokens(), budget=Budget(context_tokens=100))
+    assert "// src/price.ts\nexport function formatPrice(cents: number): string { ... }" in prompt.context
+
+
+def test_zero_context_budget_and_unknown_language():
+    text = "def f():\n    return 1\n"
+    prompt = build_prompt(parsed("python", text), 5, tokens=ApproxTokens(), budget=Budget(context_tokens=0))
+    assert prompt.context == "" and prompt.prefix == text[:5] and prompt.suffix == text[5:]
+    plain = build_prompt(SourceFile("notes.txt", "", "some text", None), 4)
+    assert plain.prefix == "some" and plain.suffix == " text"
