@@ -286,6 +286,9 @@ class AigcServer(LanguageServer):
         finally:
             if self.inflight.get(uri) is token:
                 del self.inflight[uri]
+        current = self.documents.get(uri) if uri in self.documents else None
+        if current is None or current.version != doc.version:
+            return None  # edited (or closed) while generating: never answer with a stale suggestion
         outcome.timing.total_ms = (time.perf_counter() - received) * 1000
         self.last_timing = {"uri": uri, "version": doc.version, **outcome.timing.as_dict()}
         t = outcome.timing
@@ -345,8 +348,8 @@ def _did_change(ls: AigcServer, params: types.DidChangeTextDocumentParams) -> No
         ls.log_to_client(logging.WARNING, f"didChange ignored: {exc}")
         return
     token = ls.inflight.get(uri)
-    if token is not None and ls.settings.debounce_ms:
-        token.cancel()  # the user kept typing: the pending suggestion is stale
+    if token is not None:
+        token.cancel()  # the user kept typing: the pending suggestion would be stale
 
 
 def _did_close(ls: AigcServer, params: types.DidCloseTextDocumentParams) -> None:

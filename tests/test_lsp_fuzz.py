@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lsp_raw import RawClient, frame, server_cmd
+from aigc_code.bench.lspclient import RawClient, frame, server_cmd
 
 URI = "file:///tmp/fuzz/main.py"
 TEXT = "import os\n\n\ndef cwd():\n    return os.getcwd()\n\n\ndef main():\n    \n"

@@ -48,3 +48,26 @@ def finetune(model: ModelOpt = None, steps: int = 10, batch: int = 4, context: i
     from aigc_code.bench.finetune_bench import bench_finetune
 
     _emit(bench_finetune(model, steps, batch, context, device), out)
+
+
+@app.command()
+def soak(model: ModelOpt = None, messages: int = 10_000, seed: int = 0,
+         tiny: Annotated[bool, typer.Option(help="Use a random tiny model (measures only the server).")] = False,
+         out: OutOpt = None):
+    """Send >= 10,000 mixed LSP messages (edits, requests, cancellations, junk) to the real server; report
+    crashes, unanswered requests, stale suggestions and resident memory (start/peak/end). Exit 1 if not ok."""
+    from aigc_code.bench.soak import soak as run_soak
+
+    result = run_soak(model, messages, seed, tiny=tiny)
+    _emit(result, out)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def lsp(model: ModelOpt = None, out: OutOpt = None):
+    """Replay a scripted typing session through the real server over stdio: p50/p95 inline-completion
+    latency, the model's own time, and the server overhead as a ratio of the two."""
+    from aigc_code.server.bench import bench_lsp
+
+    _emit(bench_lsp(model=model), out)

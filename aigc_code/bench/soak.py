@@ -1,0 +1,158 @@
+"""Soak the real server: >= 10,000 mixed messages with rapid edits, cancellations and junk.
+
+Checks: the process never dies, resident memory stays bounded (start/peak/end reported), every
+request is answered, and no suggestion is stale — a non-empty answer to a request whose
+document was edited well before the answer arrived (`stale_margin_ms`) counts as stale.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from aigc_code.bench.lspclient import RawClient, frame, rss_mb, server_cmd
+
+DOCS = {
+    "file:///soak/app.py": ("python", "import os\n\n\ndef main():\n    path = os.getcwd()\n    \n    return path\n"),
+    "file:///soak/app.js": ("javascript", "const fs = require('fs');\n\nfunction main() {\n  \n}\n"),
+    "file:///soak/main.go": ("go", "package main\n\nimport \"fmt\"\n\nfunc main() {\n\t\n}\n"),
+}
+ALPHABET = "abcdefghijklmnopqrstuvwxyz_ ().:=\n    "
+
+
+def _position(text: str, rng: random.Random) -> tuple[int, dict]:
+    index = rng.randrange(len(text) + 1)
+    line = text.count("\n", 0, index)
+    character = index - (text.rfind("\n", 0, index) + 1)
+    return index, {"line": line, "character": character}
+
+
+def soak(model: str | None = None, messages: int = 10_000, seed: int = 0, stale_margin_ms: float = 100.0,
+         max_outstanding: int = 16, tiny: bool = False) -> dict:
+    """`model=None` soaks with the embedded default model; `tiny=True` with a random tiny model."""
+    rng = random.Random(seed)
+    if tiny:
+        from aigc_code.testing import make_tiny_model
+
+        model = str(make_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
+    from aigc_code.loading import resolve_model_path
+
+    client = RawClient(server_cmd(model or resolve_model_path(None)))
+    client.request("initialize", {"processId": None, "rootUri": None, "capabilities": {},
+                                  "initializationOptions": {"aigcCode": {"maxNewTokens": 16}}}, timeout=300)
+    client.notify("initialized", {})
+    texts, versions = {}, {}
+    for uri, (lang, text) in DOCS.items():
+        texts[uri], versions[uri] = text, 1
+        client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": lang, "version": 1,
+                                                               "text": text}})
+    client.request("textDocument/inlineCompletion", {"textDocument": {"uri": next(iter(DOCS))},
+                                                     "position": {"line": 0, "character": 0},
+                                                     "context": {"triggerKind": 1}}, timeout=300)
+    pid = client.proc.pid
+    rss_start = rss_peak = rss_mb(pid)
+    outstanding: dict[int, dict] = {}  # id -> {uri, sent}
+    last_edit: dict[str, float] = {}
+    counts = {"sent": 0, "edits": 0, "requests": 0, "cancels": 0, "junk": 0, "config": 0, "reopen": 0,
+              "answered": 0, "errors": 0, "non_empty": 0, "stale": 0, "content_modified_or_cancelled": 0}
+    start = time.time()
+
+    def collect() -> None:
+        now = time.time()
+        for msg in client.drain():
+            msg_id = msg.get("id")
+            if msg_id not in outstanding or "method" in msg:
+                continue
+            req = outstanding.pop(msg_id)
+            counts["answered"] += 1
+            if "error" in msg:
+                counts["errors"] += 1
+                counts["content_modified_or_cancelled"] += msg["error"]["code"] in (-32800, -32801)
+                continue
+            result = msg.get("result") or {}
+            items = result.get("items", []) if isinstance(result, dict) else result
+            if items:
+                counts["non_empty"] += 1
+                edited = last_edit.get(req["uri"], 0)
+                if edited > req["sent"] and (now - edited) * 1000 > stale_margin_ms:
+                    counts["stale"] += 1
+
+    while counts["sent"] < messages:
+        collect()
+        if not client.alive():
+            break
+        uri = rng.choice(list(DOCS))
+        roll = rng.random()
+        if roll < 0.5:
+            text = texts[uri]
+            index, pos = _position(text, rng)
+            if rng.random() < 0.8 or index == len(text):
+                insert = rng.choice(ALPHABET)
+                change = {"range": {"start": pos, "end": pos}, "text": insert}
+                texts[uri] = text[:index] + insert + text[index:]
+            else:
+                end = min(len(text), index + rng.randint(1, 3))
+                _, end_pos = index, {"line": text.count("\n", 0, end), "character": end - (text.rfind("\n", 0, end) + 1)}
+                change = {"range": {"start": pos, "end": end_pos}, "text": ""}
+                texts[uri] = text[:index] + text[end:]
+            versions[uri] += 1
+            client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": versions[uri]},
+                                                     "contentChanges": [change]})
+            last_edit[uri] = time.time()
+            counts["edits"] += 1
+        elif roll < 0.8:
+            if len(outstanding) >= max_outstanding:
+                time.sleep(0.005)
+                continue
+            _, pos = _position(texts[uri], rng)
+            method = "textDocument/inlineCompletion" if rng.random() < 0.85 else "textDocument/completion"
+            msg_id = next(client.ids)
+            outstanding[msg_id] = {"uri": uri, "sent": time.time()}
+            client.send(frame(json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": {
+                "textDocument": {"uri": uri}, "position": pos, "context": {"triggerKind": 2}}})))
+            counts["requests"] += 1
+        elif roll < 0.9:
+            if outstanding:
+                client.notify("$/cancelRequest", {"id": rng.choice(list(outstanding))})
+                counts["cancels"] += 1
+            else:
+                continue
+        elif roll < 0.95:
+            junk = rng.choice([b"{not json", b"[]", b'{"jsonrpc":"2.0","id":{},"method":"x"}',
+                               b'{"jsonrpc":"2.0","id":1.5e300,"method":"textDocument/inlineCompletion","params":7}'])
+            client.send(frame(junk))
+            counts["junk"] += 1
+        elif roll < 0.98:
+            client.notify("workspace/didChangeConfiguration",
+                          {"settings": {"aigcCode": {"maxNewTokens": rng.choice([4, 8, 16]), "n": rng.choice([1, 2])}}})
+            counts["config"] += 1
+        else:
+            lang = DOCS[uri][0]
+            client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+            versions[uri] += 1
+            client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": lang,
+                                                                   "version": versions[uri], "text": texts[uri]}})
+            last_edit[uri] = time.time()
+            counts["reopen"] += 1
+        counts["sent"] += 1
+        if counts["sent"] % 500 == 0:
+            rss_peak = max(rss_peak, rss_mb(pid))
+    deadline = time.time() + 120
+    while outstanding and time.time() < deadline and client.alive():
+        collect()
+        time.sleep(0.02)
+    alive = client.alive()
+    rss_end = rss_mb(pid) if alive else float("nan")
+    rss_peak = max(rss_peak, rss_end) if alive else rss_peak
+    final_ok = alive and "result" in client.request("textDocument/inlineCompletion", {
+        "textDocument": {"uri": next(iter(DOCS))}, "position": {"line": 0, "character": 0},
+        "context": {"triggerKind": 1}}, timeout=120)
+    client.close()
+    return {
+        **counts, "unanswered": len(outstanding), "crashed": not alive, "final_request_ok": final_ok,
+        "seconds": round(time.time() - start, 1), "rss_start_mb": round(rss_start, 1), "rss_peak_mb": round(rss_peak, 1),
+        "rss_end_mb": round(rss_end, 1), "ok": alive and final_ok and not outstanding and counts["stale"] == 0,
+    }
