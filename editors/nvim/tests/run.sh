@@ -70,7 +70,7 @@ if [ "$status" -ne 0 ]; then
       tail -n 60 "$f" >&2
     fi
   done
-  lsp_log=$(XDG_STATE_HOME="" "$NVIM" --headless --clean -n -c 'lua io.stdout:write(vim.lsp.get_log_path())' -c 'qall!' 2>/dev/null || true)
+  lsp_log=$(cd "$work" && "$NVIM" --headless --clean -n -c 'lua io.stdout:write(vim.lsp.get_log_path())' -c 'qall!' 2>/dev/null || true)
   if [ -n "$lsp_log" ] && [ -f "$lsp_log" ]; then
     echo "---- $lsp_log (tail)" >&2
     tail -n 40 "$lsp_log" >&2
