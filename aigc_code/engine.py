@@ -95,6 +95,9 @@ class Engine:
         self.path = loaded.path
         self.adapter = loaded.adapter
         self.fim: FimTokens | None = detect_fim(self.tokenizer.get_vocab())
+        # "psm" works for every FIM checkpoint; "spm" (suffix first) only for models trained with it,
+        # which say so in aigc_code.json (aigc-code's own models do) -- it makes KV reuse cover the prompt
+        self.fim_layout = _model_options(loaded.path).get("fim_layout", "psm")
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         self.reuse_kv = reuse_kv
         self.lock = threading.Lock()  # one generation at a time: the model and KV cache are shared
@@ -149,8 +152,14 @@ class Engine:
         pre, heal = self._heal(pre)
         if self.fim is None:
             return Prompt(self._bos() + pre, heal)
-        ids = (self._bos() + self._special(self.fim.prefix) + pre + self._special(self.fim.suffix) + suf
-               + self._special(self.fim.middle))
+        if self.fim_layout == "spm":
+            # suffix first: while the user types, everything up to the cursor is unchanged from the
+            # last request, so the KV cache covers the whole prompt except the new characters
+            ids = (self._bos() + self._special(self.fim.prefix) + self._special(self.fim.suffix) + suf
+                   + self._special(self.fim.middle) + pre)
+        else:
+            ids = (self._bos() + self._special(self.fim.prefix) + pre + self._special(self.fim.suffix) + suf
+                   + self._special(self.fim.middle))
         return Prompt(ids, heal)
 
     def _heal(self, ids: list[int]) -> tuple[list[int], str]:
@@ -413,6 +422,16 @@ def _visible_text(text: str, heal: str, stops: list[str]) -> tuple[str, bool]:
         text = text[len(heal) :]
     cut = min((text.find(s) for s in stops if s and s in text), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _model_options(path) -> dict:
+    """aigc-code's own settings stored beside a checkpoint (aigc_code.json), if any."""
+    import json
+
+    try:
+        return json.loads((path / "aigc_code.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def _cache_kwarg(model) -> str:

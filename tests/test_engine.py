@@ -151,3 +151,18 @@ def test_left_truncation_is_stable_across_keystrokes(tiny_engine):
     assert len(a.ids) <= tiny_engine.max_context and len(b.ids) <= tiny_engine.max_context
     common = next((i for i, (x, y) in enumerate(zip(a.ids, b.ids)) if x != y), min(len(a.ids), len(b.ids)))
     assert common > len(a.ids) - 16  # only the last few tokens differ: the KV cache can be reused
+
+
+def test_spm_layout_puts_the_suffix_first_and_reuses_the_whole_prefix(tiny_model):
+    engine = load_engine(tiny_model)
+    engine.fim_layout = "spm"
+    tok = engine.tokenizer
+    prompt = engine.build_prompt("x = 1\ny = ", "\nz = 3\n")
+    assert tok.decode(prompt.ids).startswith("<fim_prefix><fim_suffix>\nz = 3\n<fim_middle>x = 1")
+    cfg = GenerationConfig(max_new_tokens=6)
+    engine.complete(PREFIX, SUFFIX, cfg)
+    typed = engine.complete(PREFIX + "ret", SUFFIX, cfg)
+    assert typed.reused_tokens >= typed.prompt_tokens - 3  # only the newly typed characters are encoded
+    fresh = load_engine(tiny_model, reuse_kv=False)
+    fresh.fim_layout = "spm"
+    assert fresh.complete(PREFIX + "ret", SUFFIX, cfg).text == typed.text

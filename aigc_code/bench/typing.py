@@ -43,9 +43,9 @@ def typing_session(requests: int = 200, languages=("python", "javascript", "go",
             problem = problems[lang][index % len(problems[lang])]
             head = problem.get("declaration") if lang == "rust" else problem["prompt"]
             body = problem["canonical_solution"]
+            after = "\n" + problem["test"][:300]  # the text after the cursor stays put while typing
             for k in range(1, per_problem + 1):
-                cut = min(len(body), k * burst)
-                out.append(Request(lang, head + body[:cut], body[cut:] + "\n" + problem["test"][:200]))
+                out.append(Request(lang, head + body[: min(len(body), k * burst)], after))
         index += 1
     return out[:requests]
 

@@ -23,6 +23,8 @@ def export_model(run: Path, corpus: Path, out: Path) -> Path:
         if (ckpt / name).exists():
             shutil.copy2(ckpt / name, out / name)
     stats = json.loads((corpus / "stats.json").read_text()) if (corpus / "stats.json").exists() else {}
+    # trained with PSM and SPM: SPM at inference lets the KV cache cover everything before the cursor
+    (out / "aigc_code.json").write_text(json.dumps({"fim_layout": "spm"}, indent=1) + "\n")
     (out / "training_state.json").write_text(json.dumps(
         {k: state[k] for k in ("step", "tokens", "train_seconds", "runs", "history", "config")}, indent=1))
     (out / "MODEL_CARD.md").write_text(model_card(state, stats, out))
