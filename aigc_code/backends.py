@@ -1,67 +1,21 @@
 """Where completions come from: the local engine, or an OpenAI-compatible `/v1/completions`
 server (vLLM, TGI, llama.cpp server, ...).
 
-Both take a FIM prefix and suffix and return `BackendResult` (candidates with token
-log-probabilities and timings); both honour a `CancelToken` set from another thread.
+Both take a FIM prefix and suffix and return `GenerationResult` (candidates with token
+log-probabilities and timings); both honour a `CancellationToken` set from another thread.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from aigc_code.context import ApproxTokens, TokenCounter
 from aigc_code.errors import BackendError
 from aigc_code.fim import KNOWN_FIM
-
-
-class CancelToken:
-    """Set from any thread; a running generation stops before its next token (or chunk)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-
-@dataclass
-class GenerationRequest:
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 0.95
-    n: int = 1
-    stop: list[str] = field(default_factory=list)
-    time_budget_s: float | None = None
-    seed: int | None = None
-
-
-@dataclass
-class BackendCandidate:
-    text: str
-    token_logprobs: list[float] = field(default_factory=list)
-    finish_reason: str = "stop"  # stop | eos | length | time | cancelled
-
-    @property
-    def mean_logprob(self) -> float:
-        return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else float("-inf")
-
-
-@dataclass
-class BackendResult:
-    candidates: list[BackendCandidate]
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    prompt_ms: float = 0.0  # time to first token
-    total_ms: float = 0.0
+from aigc_code.generation import CancellationToken, Candidate, GenerationConfig, GenerationResult
 
 
 class Backend(Protocol):
@@ -69,7 +23,7 @@ class Backend(Protocol):
     max_context: int | None  # prompt + generation tokens the model can take, None if unknown
     tokens: TokenCounter
 
-    def complete(self, prefix: str, suffix: str, request: GenerationRequest, cancel: CancelToken | None = None) -> BackendResult: ...
+    def complete(self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None) -> GenerationResult: ...
 
     def describe(self) -> str: ...
 
@@ -90,26 +44,8 @@ class LocalBackend:
         self.tokens: TokenCounter = self.engine
         self.max_context = getattr(self.engine, "max_context", None)
 
-    def complete(self, prefix: str, suffix: str, request: GenerationRequest, cancel: CancelToken | None = None) -> BackendResult:
-        from aigc_code.engine import GenerationConfig
-
-        config = GenerationConfig(
-            max_new_tokens=request.max_new_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            n=request.n,
-            stop=list(request.stop),
-            time_budget_s=request.time_budget_s,
-            seed=request.seed,
-        )
-        result = self.engine.complete(prefix, suffix, config=config, cancel=cancel)
-        return BackendResult(
-            candidates=[BackendCandidate(c.text, list(c.token_logprobs), c.finish_reason) for c in result.candidates],
-            prompt_tokens=result.prompt_tokens,
-            generated_tokens=result.generated_tokens,
-            prompt_ms=result.prompt_ms,
-            total_ms=result.total_ms,
-        )
+    def complete(self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None) -> GenerationResult:
+        return self.engine.complete(prefix, suffix, config=request, cancel=cancel)
 
     def describe(self) -> str:
         fim = self.engine.fim.family if getattr(self.engine, "fim", None) else "no FIM tokens (prefix only)"
@@ -182,7 +118,7 @@ class OpenAIBackend:
 
     def check(self) -> str:
         """Ask the server for one token; raises BackendError with a clear message when it is down."""
-        result = self.complete("def", "", GenerationRequest(max_new_tokens=1))
+        result = self.complete("def", "", GenerationConfig(max_new_tokens=1))
         return f"{self.describe()}: answered in {result.total_ms:.0f} ms"
 
     def describe(self) -> str:
@@ -203,7 +139,7 @@ class OpenAIBackend:
         except Exception:  # the completion request itself will report a dead endpoint
             pass
 
-    def _payload(self, prefix: str, suffix: str, request: GenerationRequest) -> dict:
+    def _payload(self, prefix: str, suffix: str, request: GenerationConfig) -> dict:
         prompt, suffix_field = fim_prompt(self.fim_format, prefix, suffix)
         payload: dict = {
             "prompt": prompt,
@@ -226,7 +162,7 @@ class OpenAIBackend:
             payload["seed"] = request.seed
         return payload
 
-    def complete(self, prefix: str, suffix: str, request: GenerationRequest, cancel: CancelToken | None = None) -> BackendResult:
+    def complete(self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None) -> GenerationResult:
         import httpx
 
         if not self._model_probed:
@@ -300,9 +236,9 @@ class OpenAIBackend:
                 text, reason = text[:cut], "stop"
             if cancelled:
                 reason = "cancelled"
-            candidates.append(BackendCandidate(text, logprobs[i], reason))
+            candidates.append(Candidate(text, logprobs[i], reason))
         total_ms = (time.perf_counter() - start) * 1000
-        return BackendResult(
+        return GenerationResult(
             candidates=candidates,
             prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
             generated_tokens=int(usage.get("completion_tokens", 0) or 0) or sum(len(lp) for lp in logprobs),

@@ -18,67 +18,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from aigc_code.fim import FimTokens, detect_fim
+from aigc_code.generation import CancellationToken, Candidate, GenerationConfig, GenerationResult
 from aigc_code.loading import Loaded, load_model
 
 
 TRUNCATE_CHUNK = 64  # tokens
-
-
-@dataclass
-class GenerationConfig:
-    max_new_tokens: int = 64
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 0.95
-    n: int = 1
-    stop: list[str] = field(default_factory=list)
-    time_budget_s: float | None = None
-    seed: int | None = None
-    prompt_lookup: int = 8  # draft tokens per step from n-gram matches (greedy only; 0 = off)
-
-
-@dataclass
-class Candidate:
-    text: str
-    token_logprobs: list[float]
-    finish_reason: str  # stop | eos | length | time | cancelled
-    token_ids: list[int] = field(default_factory=list)  # raw generated tokens, healed text included
-
-    @property
-    def mean_logprob(self) -> float:
-        return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else float("-inf")
-
-
-@dataclass
-class GenerationResult:
-    candidates: list[Candidate]
-    prompt_tokens: int
-    generated_tokens: int
-    prompt_ms: float  # time to first token
-    total_ms: float
-    reused_tokens: int = 0  # prompt tokens served from the previous request's KV cache
-
-    @property
-    def text(self) -> str:
-        return self.candidates[0].text if self.candidates else ""
-
-
-class CancellationToken:
-    """Set from any thread; generation stops before its next token."""
-
-    def __init__(self):
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
 
 
 @dataclass

@@ -75,7 +75,7 @@ def check_backend(settings) -> tuple[bool, str]:
     """Load the backend and ask it for one token: (ok, one line)."""
     import time
 
-    from aigc_code.backends import GenerationRequest
+    from aigc_code.backends import GenerationConfig
     from aigc_code.errors import AigcCodeError
 
     from .backend import BackendHolder
@@ -87,7 +87,7 @@ def check_backend(settings) -> tuple[bool, str]:
     backend = holder.current
     start = time.perf_counter()
     try:
-        backend.complete("def main():\n    ", "", GenerationRequest(max_new_tokens=1))
+        backend.complete("def main():\n    ", "", GenerationConfig(max_new_tokens=1))
     except AigcCodeError as exc:
         return False, str(exc)
     first = (time.perf_counter() - start) * 1000

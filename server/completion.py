@@ -2,7 +2,7 @@
 document -> context -> prompt -> backend -> post-process -> suggestions.
 
 Plain Python, no JSON-RPC: the LSP handlers take a snapshot of the documents on the event
-loop and call `CompletionPipeline.run` in a worker thread; a `CancelToken` set from the loop
+loop and call `CompletionPipeline.run` in a worker thread; a `CancellationToken` set from the loop
 (`$/cancelRequest`, a newer request for the same document, shutdown) stops it between
 stages and the model between tokens.
 """
@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from aigc_code.backends import Backend, CancelToken, GenerationRequest
+from aigc_code.backends import Backend, CancellationToken, GenerationConfig
 from aigc_code.context import MULTI, NONE, SINGLE, Budget, FileIndex, SourceFile, build_prompt, completion_mode, index_file, stop_sequences
 from aigc_code.postprocess import Site, Suggestion, process
 
@@ -101,12 +101,12 @@ def fit_budget(settings: Settings, max_new_tokens: int, max_context: int | None)
     return Budget(int(budget.prefix_tokens * scale), int(budget.suffix_tokens * scale), int(budget.context_tokens * scale))
 
 
-def generation_request(settings: Settings, mode: str, stops: list[str]) -> GenerationRequest:
+def generation_request(settings: Settings, mode: str, stops: list[str]) -> GenerationConfig:
     max_new = settings.max_new_tokens if mode == MULTI else min(settings.max_new_tokens, SINGLE_LINE_MAX_TOKENS)
     temperature = settings.temperature
     if settings.n > 1 and temperature == 0.0:
         temperature = 0.2  # n greedy candidates would all be the same
-    return GenerationRequest(
+    return GenerationConfig(
         max_new_tokens=max_new,
         temperature=temperature,
         top_p=settings.top_p,
@@ -123,9 +123,9 @@ class CompletionPipeline:
         self.cache = cache if cache is not None else SuggestionCache()
         self.index = index if index is not None else IndexCache()
 
-    def run(self, req: CompletionRequest, cancel: CancelToken | None = None, queued_at: float | None = None) -> CompletionOutcome:
+    def run(self, req: CompletionRequest, cancel: CancellationToken | None = None, queued_at: float | None = None) -> CompletionOutcome:
         start = time.perf_counter()
-        cancel = cancel or CancelToken()
+        cancel = cancel or CancellationToken()
         timing = Timing(queue_ms=(start - queued_at) * 1000 if queued_at else 0.0)
         outcome = CompletionOutcome([], timing)
         try:
@@ -133,7 +133,7 @@ class CompletionPipeline:
         finally:
             timing.pipeline_ms = (time.perf_counter() - start) * 1000
 
-    def _run(self, req: CompletionRequest, cancel: CancelToken, timing: Timing, outcome: CompletionOutcome) -> CompletionOutcome:
+    def _run(self, req: CompletionRequest, cancel: CancellationToken, timing: Timing, outcome: CompletionOutcome) -> CompletionOutcome:
         t0 = time.perf_counter()
         doc, settings = req.doc, req.settings
         language = doc.language or ""

@@ -34,7 +34,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
 from aigc_code import __version__
-from aigc_code.backends import CancelToken
+from aigc_code.backends import CancellationToken
 from aigc_code.errors import AigcCodeError
 
 from .backend import BackendHolder
@@ -139,7 +139,7 @@ class AigcServer(LanguageServer):
         self.cache = SuggestionCache(self.settings.cache_size)
         self.pipeline = CompletionPipeline(self.backends.get, self.cache)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigc-generate")
-        self.inflight: dict[str, CancelToken] = {}
+        self.inflight: dict[str, CancellationToken] = {}
         self.last_timing: dict | None = None
         self.backend_status = "not loaded"
         self._reported: set[str] = set()  # backend errors already sent to the client's log
@@ -257,7 +257,7 @@ class AigcServer(LanguageServer):
         settings = self.settings
         if doc.language is None or doc.language not in settings.enabled_languages:
             return None
-        token = CancelToken()
+        token = CancellationToken()
         previous = self.inflight.get(uri)
         if previous is not None:
             previous.cancel()  # a newer request for the same document supersedes it

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from lsprotocol import types as T
 
-from aigc_code.backends import CancelToken, GenerationRequest, OpenAIBackend, completions_url, fim_prompt
+from aigc_code.backends import CancellationToken, GenerationConfig, OpenAIBackend, completions_url, fim_prompt
 from aigc_code.errors import BackendError
 from aigc_code.server.backend import BackendHolder, backend_from_settings
 from aigc_code.server.completion import CompletionPipeline, CompletionRequest
@@ -109,7 +109,7 @@ def test_urls_and_fim_formats():
 
 def test_json_response_payload_and_ranking_data(stub):
     backend = OpenAIBackend(stub.url, model="m1", api_key="k", fim_format="starcoder")
-    req = GenerationRequest(max_new_tokens=12, temperature=0.2, n=2, stop=["\n\n", "\ndef ", "\nclass ", "\n@", "\nif"])
+    req = GenerationConfig(max_new_tokens=12, temperature=0.2, n=2, stop=["\n\n", "\ndef ", "\nclass ", "\n@", "\nif"])
     stub.texts = ["return a + b\n\ndef other():", "return a"]
     result = backend.complete("def add(a, b):\n    ", "\n", req)
     sent = stub.requests[-1]
@@ -127,7 +127,7 @@ def test_json_response_payload_and_ranking_data(stub):
 def test_streaming_and_suffix_field(stub):
     stub.mode = "sse"
     backend = OpenAIBackend(stub.url + "/completions", fim_format="suffix")
-    result = backend.complete("x = ", "\n", GenerationRequest(max_new_tokens=4))
+    result = backend.complete("x = ", "\n", GenerationConfig(max_new_tokens=4))
     body = stub.requests[-1]["body"]
     assert body["prompt"] == "x = " and body["suffix"] == "\n" and body["stream"] is True
     assert body["model"] == "stub-model"  # asked /v1/models, as none was configured
@@ -137,14 +137,14 @@ def test_streaming_and_suffix_field(stub):
 def test_clear_errors(stub):
     stub.mode = "error"
     with pytest.raises(BackendError, match="HTTP 500.*model exploded"):
-        OpenAIBackend(stub.url).complete("a", "", GenerationRequest())
+        OpenAIBackend(stub.url).complete("a", "", GenerationConfig())
     down = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(BackendError, match="cannot reach the completion endpoint .* Is the server running"):
-        OpenAIBackend(down).complete("a", "", GenerationRequest())
+        OpenAIBackend(down).complete("a", "", GenerationConfig())
     stub.mode = "slow"
     started = time.monotonic()
     with pytest.raises(BackendError, match="did not answer within 0.5s"):
-        OpenAIBackend(stub.url, timeout_s=0.5).complete("a", "", GenerationRequest())
+        OpenAIBackend(stub.url, timeout_s=0.5).complete("a", "", GenerationConfig())
     assert time.monotonic() - started < 2
     with pytest.raises(BackendError, match="needs an endpoint"):
         OpenAIBackend("")
@@ -153,10 +153,10 @@ def test_clear_errors(stub):
 def test_cancel_between_stream_chunks(stub):
     stub.mode = "slowstream"
     backend = OpenAIBackend(stub.url)
-    cancel = CancelToken()
+    cancel = CancellationToken()
     threading.Timer(0.5, cancel.cancel).start()
     started = time.monotonic()
-    result = backend.complete("a", "", GenerationRequest(), cancel)
+    result = backend.complete("a", "", GenerationConfig(), cancel)
     assert time.monotonic() - started < 2.5  # the stream would take ~5 s
     assert result.candidates[0].finish_reason == "cancelled"
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import pytest_asyncio
 from lsprotocol import types as T
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcMethodNotFound, JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcMethodNotFound, JsonRpcRequestCancelled
 from pytest_lsp import make_test_lsp_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
