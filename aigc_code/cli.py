@@ -15,6 +15,9 @@ import typer
 
 from aigc_code.bench.cli import app as bench_app
 from aigc_code.errors import AigcCodeError
+from aigc_code.eval.cli import app as eval_app
+from aigc_code.finetune.cli import finetune_command, merge_command
+from aigc_code.server.cli import serve_command
 
 app = typer.Typer(
     help="aigc-code: self-hosted code completion — LSP server, local model engine, LoRA finetuning, evaluation.",
@@ -24,7 +27,6 @@ app = typer.Typer(
 )
 pretrain_app = typer.Typer(help="Build the corpus, train and export the embedded default model.", no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
-app.add_typer(bench_app, name="bench")
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Local Hugging Face checkpoint directory "
                      "(default: $AIGC_CODE_MODEL, else the embedded default model).")]
@@ -94,6 +96,8 @@ def pretrain_train(
     horizon_tokens: Annotated[int, typer.Option(help="Length of the cosine learning-rate schedule, in tokens.")] = 15_000_000,
     vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary (new runs only).")] = 8192,
     checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between atomic checkpoints.")] = 5.0,
+    cooldown_steps: Annotated[int, typer.Option(help="Decay the learning rate linearly to its minimum over N "
+                                                "steps, then stop (anneal before `pretrain export`).")] = 0,
 ):
     """Train (or resume training) the default model; checkpoints atomically every few minutes."""
     from aigc_code.pretrain.train import ModelShape, TrainConfig, train
@@ -104,7 +108,7 @@ def pretrain_train(
                       checkpoint_minutes=checkpoint_minutes)
     try:
         state = train(corpus, out, cfg, resume=resume, max_minutes=minutes, max_steps=steps, threads=threads,
-                      device=device)
+                      device=device, cooldown_steps=cooldown_steps)
     except AigcCodeError as exc:
         _fail(str(exc))
     typer.echo(f"step {state['step']}, {state['tokens']:,} tokens seen in total")
@@ -124,6 +128,14 @@ def pretrain_export(
     except AigcCodeError as exc:
         _fail(str(exc))
     typer.echo(f"exported to {out}")
+
+
+# Commands whose code lives with their feature (server/, eval/, finetune/, bench/).
+app.command("serve")(serve_command)
+app.add_typer(eval_app, name="eval")
+app.command("finetune")(finetune_command)
+app.command("merge")(merge_command)
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:

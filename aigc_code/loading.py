@@ -14,6 +14,7 @@ from pathlib import Path
 from aigc_code.errors import ModelLoadError
 
 MODEL_ENV = "AIGC_CODE_MODEL"
+THREADS_ENV = "AIGC_CODE_THREADS"  # CPU threads for inference (torch's default: all cores)
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 HINT = f"pass --model PATH to a local Hugging Face checkpoint directory (or set {MODEL_ENV})"
 
@@ -105,12 +106,13 @@ def load_model(model: str | Path | None = None, adapter: str | Path | None = Non
 
     `quantize="int8"` (CPU only, opt-in) converts Linear layers to dynamic int8 after loading.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr belongs to the CLI / LSP log, not to weight-loading bars
+    if os.environ.get(THREADS_ENV, "").isdigit() and int(os.environ[THREADS_ENV]) > 0:
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
     path = resolve_model_path(model)
     check_checkpoint_dir(path)
     dev = pick_device(device)

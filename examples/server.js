@@ -3,7 +3,7 @@ const http = require("http");
 
 function handle(req, res) {
   res.writeHead(200, { "Content-Type": "text/plain" });
-  
+  res.
 }
 
 const server = http.createServer(handle);

@@ -13,6 +13,15 @@ app = typer.Typer(help="Benchmarks: every figure is a ratio against a baseline m
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint directory (default: embedded model).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Also write the results as JSON here.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the model (also for the "
+                       "server processes a benchmark starts); default: torch's, all cores.")]
+
+
+def _threads(threads: int | None) -> None:
+    import os
+
+    if threads:
+        os.environ["AIGC_CODE_THREADS"] = str(threads)  # read by load_model, here and in child processes
 
 
 def _emit(result: dict, out: Path | None) -> None:
@@ -25,17 +34,19 @@ def _emit(result: dict, out: Path | None) -> None:
 
 @app.command()
 def typing(model: ModelOpt = None, requests: int = 200, max_new_tokens: int = 32,
-           device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None, out: OutOpt = None):
+           device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None, out: OutOpt = None, threads: ThreadsOpt = None):
     """Scripted typing session (>= 200 requests, 6 languages): KV reuse and prompt-lookup decoding vs
     transformers' model.generate per request. Prints median time to first token, latency, tokens/s."""
+    _threads(threads)
     from aigc_code.bench.typing import bench_typing
 
     _emit(bench_typing(model, requests, max_new_tokens, device), out)
 
 
 @app.command()
-def quantize(model: ModelOpt = None, lines: int = 120, out: OutOpt = None):
+def quantize(model: ModelOpt = None, lines: int = 120, out: OutOpt = None, threads: ThreadsOpt = None):
     """CPU int8 dynamic quantization vs fp32: tokens/s ratio and next-line exact match on held-out code."""
+    _threads(threads)
     from aigc_code.bench.typing import bench_quantize
 
     _emit(bench_quantize(model, lines), out)
@@ -43,8 +54,9 @@ def quantize(model: ModelOpt = None, lines: int = 120, out: OutOpt = None):
 
 @app.command()
 def finetune(model: ModelOpt = None, steps: int = 10, batch: int = 4, context: int = 256,
-             device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None, out: OutOpt = None):
+             device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None, out: OutOpt = None, threads: ThreadsOpt = None):
     """LoRA vs full finetuning of the same model: training tokens/s and peak memory (separate processes)."""
+    _threads(threads)
     from aigc_code.bench.finetune_bench import bench_finetune
 
     _emit(bench_finetune(model, steps, batch, context, device), out)
@@ -53,9 +65,10 @@ def finetune(model: ModelOpt = None, steps: int = 10, batch: int = 4, context: i
 @app.command()
 def soak(model: ModelOpt = None, messages: int = 10_000, seed: int = 0,
          tiny: Annotated[bool, typer.Option(help="Use a random tiny model (measures only the server).")] = False,
-         out: OutOpt = None):
+         out: OutOpt = None, threads: ThreadsOpt = None):
     """Send >= 10,000 mixed LSP messages (edits, requests, cancellations, junk) to the real server; report
     crashes, unanswered requests, stale suggestions and resident memory (start/peak/end). Exit 1 if not ok."""
+    _threads(threads)
     from aigc_code.bench.soak import soak as run_soak
 
     result = run_soak(model, messages, seed, tiny=tiny)
@@ -65,9 +78,10 @@ def soak(model: ModelOpt = None, messages: int = 10_000, seed: int = 0,
 
 
 @app.command()
-def lsp(model: ModelOpt = None, out: OutOpt = None):
+def lsp(model: ModelOpt = None, out: OutOpt = None, threads: ThreadsOpt = None):
     """Replay a scripted typing session through the real server over stdio: p50/p95 inline-completion
     latency, the model's own time, and the server overhead as a ratio of the two."""
+    _threads(threads)
     from aigc_code.server.bench import bench_lsp
 
     _emit(bench_lsp(model=model), out)

@@ -1,4 +1,7 @@
-"""A raw JSON-RPC/LSP client over a subprocess's stdio, for sending bytes no real client would send."""
+"""A raw JSON-RPC/LSP client over a subprocess's stdio: sends bytes no real client would send.
+
+Used by the fuzz tests and `aigc-code bench soak`.
+"""
 
 from __future__ import annotations
 
@@ -92,3 +95,12 @@ class RawClient:
 
 def server_cmd(model) -> list[str]:
     return [sys.executable, "-m", "aigc_code", "serve", "--model", str(model), "--log-level", "WARNING"]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")

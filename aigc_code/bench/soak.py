@@ -2,7 +2,8 @@
 
 Checks: the process never dies, resident memory stays bounded (start/peak/end reported), every
 request is answered, and no suggestion is stale — a non-empty answer to a request whose
-document was edited well before the answer arrived (`stale_margin_ms`) counts as stale.
+document was edited well before the answer arrived (`stale_margin_ms`) counts as stale. Some
+requests are followed by a pause (the user waits), so that non-empty answers occur too.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _position(text: str, rng: random.Random) -> tuple[int, dict]:
 
 
 def soak(model: str | None = None, messages: int = 10_000, seed: int = 0, stale_margin_ms: float = 100.0,
-         max_outstanding: int = 16, tiny: bool = False) -> dict:
+         max_outstanding: int = 16, tiny: bool = False, pause_rate: float = 0.05) -> dict:
     """`model=None` soaks with the embedded default model; `tiny=True` with a random tiny model."""
     rng = random.Random(seed)
     if tiny:
@@ -57,7 +58,7 @@ def soak(model: str | None = None, messages: int = 10_000, seed: int = 0, stale_
     outstanding: dict[int, dict] = {}  # id -> {uri, sent}
     last_edit: dict[str, float] = {}
     counts = {"sent": 0, "edits": 0, "requests": 0, "cancels": 0, "junk": 0, "config": 0, "reopen": 0,
-              "answered": 0, "errors": 0, "non_empty": 0, "stale": 0, "content_modified_or_cancelled": 0}
+              "pauses": 0, "answered": 0, "errors": 0, "non_empty": 0, "stale": 0, "content_modified_or_cancelled": 0}
     start = time.time()
 
     def collect() -> None:
@@ -114,6 +115,12 @@ def soak(model: str | None = None, messages: int = 10_000, seed: int = 0, stale_
             client.send(frame(json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": {
                 "textDocument": {"uri": uri}, "position": pos, "context": {"triggerKind": 2}}})))
             counts["requests"] += 1
+            if rng.random() < pause_rate:  # the user stops typing and waits for the suggestion
+                counts["pauses"] += 1
+                deadline = time.time() + 30
+                while msg_id in outstanding and time.time() < deadline and client.alive():
+                    time.sleep(0.002)
+                    collect()
         elif roll < 0.9:
             if outstanding:
                 client.notify("$/cancelRequest", {"id": rng.choice(list(outstanding))})

@@ -60,7 +60,7 @@ def model_card(state: dict, stats: dict, out: Path) -> str:
         f"| objective | next token, {int(state['config']['fim_rate'] * 100)}% fill-in-the-middle (PSM/SPM mix) |",
         f"| tokens seen (cumulative) | {state['tokens']:,} |",
         f"| optimizer steps | {state['step']:,} over {state['runs']} run(s) |",
-        f"| training time | {state['train_seconds'] / 3600:.2f} CPU-thread hours |",
+        f"| training time | {state['train_seconds'] / 3600:.2f} h wall clock on one CPU thread of a shared 2-core machine |",
         f"| final train loss (last 50 steps) | {last.get('train_loss', 'n/a')} nats/token |",
         "",
         "## Validation loss per language (nats/token, held-out files, plain left-to-right text)",

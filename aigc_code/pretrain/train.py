@@ -167,8 +167,13 @@ def lr_at(tokens: int, step: int, cfg: TrainConfig) -> float:
 
 
 def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_minutes: float | None = None,
-          max_steps: int | None = None, threads: int | None = None, device: str | None = None) -> dict:
-    """Train (or continue training) the model in `out`; returns the final state."""
+          max_steps: int | None = None, threads: int | None = None, device: str | None = None,
+          cooldown_steps: int = 0) -> dict:
+    """Train (or continue training) the model in `out`; returns the final state.
+
+    `cooldown_steps`: instead of the schedule, decay the learning rate linearly to `min_lr` over
+    that many steps and stop (an annealed checkpoint to ship; a later run resumes the schedule).
+    """
     from transformers import AutoModelForCausalLM
 
     if threads:
@@ -208,7 +213,8 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
     run_start = time.time()
     last_ckpt = time.time()
     tokens_per_step = cfg.batch_size * cfg.shape.context
-    bar = tqdm(total=max_steps, desc="pretrain", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cooldown_steps or max_steps, desc="cooldown" if cooldown_steps else "pretrain", unit="step",
+               dynamic_ncols=True)
     losses: list[float] = []
 
     def save():
@@ -229,12 +235,16 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
     while True:
         if max_steps is not None and steps_this_run >= max_steps:
             break
+        if cooldown_steps and steps_this_run >= cooldown_steps:
+            break
         if max_minutes is not None and time.time() - run_start > max_minutes * 60:
             break
         t0 = time.time()
         rng = random.Random(cfg.seed * 1_000_003 + state["step"])
         batch = make_batch(sampler, tokenizer, cfg, rng).to(dev)
         lr = lr_at(state["tokens"], state["step"], cfg)
+        if cooldown_steps:
+            lr = lr + (cfg.min_lr - lr) * steps_this_run / cooldown_steps
         for group in optimizer.param_groups:
             group["lr"] = lr
         with _autocast(dev):
