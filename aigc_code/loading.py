@@ -106,8 +106,8 @@ def load_model(model: str | Path | None = None, adapter: str | Path | None = Non
 
     `quantize="int8"` (CPU only, opt-in) converts Linear layers to dynamic int8 after loading.
     """
+    import torch
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr belongs to the CLI / LSP log, not to weight-loading bars
