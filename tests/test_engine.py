@@ -166,3 +166,16 @@ def test_spm_layout_puts_the_suffix_first_and_reuses_the_whole_prefix(tiny_model
     fresh = load_engine(tiny_model, reuse_kv=False)
     fresh.fim_layout = "spm"
     assert fresh.complete(PREFIX + "ret", SUFFIX, cfg).text == typed.text
+
+
+def test_threads_environment_variable_sets_torch_threads(tiny_model):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; from aigc_code.engine import load_engine; "
+            f"load_engine({str(tiny_model)!r}); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "AIGC_CODE_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "1"
