@@ -46,20 +46,13 @@ else
 fi
 
 # Prebuild the Rust crates and warm the Go cache with the harness's own code, so the cache key
-# and layout are exactly what it looks for. The package may not be installed yet (CI runs this
-# before creating the venv), so give python3 a throw-away aigc_code package pointing at eval/.
-if [ -x .venv/bin/python ] && .venv/bin/python -c "import aigc_code.eval.toolchains" 2>/dev/null; then
-  PY=(.venv/bin/python)
-  PYPATH="${PYTHONPATH:-}"
-else
-  shim="$(mktemp -d)"
-  trap 'rm -rf "$shim"' EXIT
-  mkdir -p "$shim/aigc_code"
-  : > "$shim/aigc_code/__init__.py"
-  ln -s "$REPO/eval" "$shim/aigc_code/eval"
-  PY=(python3)
-  PYPATH="$shim"
+# and layout are exactly what it looks for (needs the installed package: run after the setup).
+PY=${PYTHON:-.venv/bin/python}
+PYPATH="${PYTHONPATH:-}"
+if ! "$PY" -c "import aigc_code.eval.toolchains" 2>/dev/null; then
+  echo "toolchains: install the package first (python3 -m venv .venv && .venv/bin/pip install -e .)" >&2
+  exit 1
 fi
-if ! PYTHONPATH="$PYPATH" "${PY[@]}" -m aigc_code.eval.toolchains --prepare; then
+if ! PYTHONPATH="$PYPATH" "$PY" -m aigc_code.eval.toolchains --prepare; then
   echo "toolchains: WARNING: some toolchain is incomplete (see above); those languages are skipped"
 fi
