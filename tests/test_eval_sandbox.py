@@ -242,3 +242,35 @@ def test_sandbox_uid_is_unprivileged(pool):
             pytest.skip("root, but no sandbox uid here: " + "; ".join(pool.isolation["notes"]))
         assert uid == euid != 0
         assert uid in {info["isolation"]["uid"] for info in pool.worker_infos()}
+
+
+def test_reading_a_private_key_outside_the_scratch_dir_fails(pool):
+    key_dir = Path.home() / f".aigc-test-ssh-{uuid.uuid4().hex[:8]}"
+    key_dir.mkdir(mode=0o700)
+    key = key_dir / "id_rsa"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nFAKE-KEY-FOR-THE-SANDBOX-TEST\n")
+    key.chmod(0o600)
+    try:
+        r = run_py(pool, f"print(open({str(key)!r}).read())\n")
+        assert "FAKE-KEY" not in r["stdout"] + r["stderr"]
+        assert r["returncode"] != 0  # recorded as a failed sample, with its reason in stderr
+        assert "Error" in r["stderr"]
+    finally:
+        key.unlink()
+        key_dir.rmdir()
+
+
+def test_killing_the_harness_is_contained(pool):
+    if os.getuid() == 0 and pool.isolation["mode"] != "uid":
+        pytest.skip("root without a sandbox uid: a program could signal any process; not run here")
+    me = os.getpid()
+    src = ("import os, signal\n"
+           f"for pid in (os.getppid(), {me}, 1):\n"
+           "    try:\n        os.kill(pid, signal.SIGKILL)\n        print('killed', pid)\n"
+           "    except OSError as e:\n        print('refused', pid, e.errno)\n"
+           "try:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError as e:\n    print('refused -1', e.errno)\n")
+    r = run_py(pool, src, timeout=5)
+    assert f"killed {me}" not in r["stdout"]
+    # the harness, its workers and the next programs are unaffected
+    for _ in range(3):  # both workers, not just one, still serve programs
+        assert run_py(pool, "print('still here')")["stdout"] == "still here\n"
