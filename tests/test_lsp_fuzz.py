@@ -173,3 +173,29 @@ def test_wrong_content_length(client, body, delta):
         data += b" " * (declared - len(body))  # complete the declared length so framing can continue
     client.send(data)
     assert_alive(client)
+
+
+def test_server_never_writes_into_the_workspace(tiny_model, tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    source = workspace / "app.py"
+    source.write_text("import os\n\n\ndef main():\n    \n")
+
+    def snapshot():
+        return sorted((str(p.relative_to(workspace)), p.stat().st_size, p.stat().st_mtime_ns)
+                      for p in workspace.rglob("*"))
+
+    before = snapshot()
+    c = RawClient(server_cmd(tiny_model), cwd=workspace)
+    try:
+        c.request("initialize", {"processId": None, "rootUri": workspace.as_uri(), "capabilities": {}}, timeout=120)
+        c.notify("initialized", {})
+        uri = source.as_uri()
+        c.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
+                                                           "text": source.read_text()}})
+        c.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [
+            {"range": {"start": {"line": 4, "character": 4}, "end": {"line": 4, "character": 4}}, "text": "x = "}]})
+        assert "result" in inline(c, uri=uri, line=4, character=8)
+    finally:
+        c.close()
+    assert snapshot() == before
