@@ -168,8 +168,12 @@ def attach_adapter(model, adapter: Path):
         if expected.get("fingerprint") != actual["fingerprint"]:
             raise ModelLoadError(f"adapter {adapter} was trained for another base model "
                                  f"({expected.get('description')}); this model is {actual['description']}")
+    import warnings
+
     try:
-        return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+        with warnings.catch_warnings():  # peft calls a transformers API that is deprecated upstream
+            warnings.simplefilter("ignore", FutureWarning)
+            return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     except Exception as exc:
         raise ModelLoadError(f"adapter {adapter} does not fit this model: {_short(exc)}") from exc
 

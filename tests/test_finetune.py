@@ -144,6 +144,12 @@ def test_merge_output_loads_and_matches_adapter(finetuned, tiny_model, tmp_path)
     assert plain.complete("x = ", "", GenerationConfig(max_new_tokens=4)).generated_tokens <= 4
     with pytest.raises(MergeError, match="not empty"):
         merge(out, merged)
+    # the engine's per-model settings (aigc_code.json: the FIM layout) travel with the merged weights
+    base_copy = tmp_path / "base"
+    shutil.copytree(tiny_model, base_copy)
+    (base_copy / "aigc_code.json").write_text('{"fim_layout": "spm"}')
+    merged2 = merge(out, tmp_path / "merged2", base=str(base_copy))
+    assert load_engine(merged2).fim_layout == "spm"
 
 
 def test_resume_after_kill_continues_from_checkpoint(tiny_model, tiny_repo, tmp_path):

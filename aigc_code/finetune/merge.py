@@ -9,6 +9,9 @@ from pathlib import Path
 from aigc_code.errors import AigcCodeError
 
 
+ENGINE_FILES = ("aigc_code.json",)
+
+
 class MergeError(AigcCodeError):
     """The merged model cannot be written as asked."""
 
@@ -44,6 +47,9 @@ def merge(adapter: Path, out: Path, base: str | None = None, device: str | None 
     tmp.mkdir(parents=True)
     merged.save_pretrained(str(tmp), safe_serialization=True)
     loaded.tokenizer.save_pretrained(str(tmp))
+    for name in ENGINE_FILES:  # how the engine prompts this model (e.g. its FIM layout) carries over
+        if (loaded.path / name).is_file():
+            shutil.copy2(loaded.path / name, tmp / name)
     (tmp / "merged_from.json").write_text(json.dumps({"base": str(loaded.path), "adapter": str(adapter)}, indent=1))
     if out.exists():
         out.rmdir()

@@ -118,6 +118,8 @@ def markdown(report: dict) -> str:
         f"- {t['steps']} of {t['total_steps']} steps ({t['epochs']:g} epochs, {t['stop_reason']}); "
         f"{cfg['batch_size']} x {cfg['grad_accum']} sequences of {t['context']} tokens per step per process; "
         f"lr {cfg['lr']:g} (warmup + cosine), seed {cfg['seed']}",
+        f"- examples: {cfg['fim_rate']:.0%} fill-in-the-middle ({cfg['spm_rate']:.0%} of them SPM, the rest PSM; "
+        f"{cfg['syntactic_rate']:.0%} cut at syntactic units), the rest plain windows",
         f"- {t['tokens']:,} tokens in {t['train_seconds']:,.0f} s ({_fmt(t['tokens_per_second'])} tokens/s; "
         f"{t['train_cpu_seconds']:,.0f} s of CPU time in this process) on {t['device']}; {t['runs']} run(s)",
     ]

@@ -55,7 +55,7 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     context_length: int | None = None  # None: the base model's, at most 1024
     fim_rate: float = 0.9
-    spm_rate: float = 0.5
+    spm_rate: float | None = None  # None: 0.8 if the engine prompts this model SPM (aigc_code.json), else 0.2
     syntactic_rate: float = 0.7
     val_fraction: float = 0.1
     seed: int = 0
@@ -98,6 +98,14 @@ def pick_targets(model) -> list[str]:
     if not linear:
         raise FinetuneError(f"found no Linear layers to put LoRA adapters on in {type(model).__name__}")
     return sorted(linear)
+
+
+def engine_layout(model_dir: Path) -> str:
+    """The FIM layout `Engine` prompts this checkpoint with: "spm" if its aigc_code.json says so, else "psm"."""
+    try:
+        return json.loads((Path(model_dir) / "aigc_code.json").read_text()).get("fim_layout", "psm")
+    except (OSError, ValueError, AttributeError):
+        return "psm"
 
 
 def lr_at(step: int, total: int, cfg: FinetuneConfig, warmup: int) -> float:
@@ -174,6 +182,8 @@ def run_finetune(repo: Path, out: Path, base: str | None = None, cfg: FinetuneCo
     context = training_context(cfg.context_length, model.config)
     if cfg.context_length and cfg.context_length > max_ctx:
         say(f"--context-length {cfg.context_length} exceeds the base model's {max_ctx}; using {max_ctx}")
+    if cfg.spm_rate is None:  # mostly the layout the engine will prompt with, some of the other
+        cfg.spm_rate = 0.8 if engine_layout(base_path) == "spm" else 0.2
     builder = ExampleBuilder(data.train, tokenizer, fim,
                              ExampleConfig(context, cfg.fim_rate, cfg.spm_rate, cfg.syntactic_rate))
     world = accel.num_processes
