@@ -154,7 +154,7 @@ def test_merge_output_loads_and_matches_adapter(finetuned, tiny_model, tmp_path)
 
 def test_resume_after_kill_continues_from_checkpoint(tiny_model, tiny_repo, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "aigc_code.finetune.cli", "finetune", str(tiny_repo), "--out", str(out),
+    cmd = [sys.executable, "-m", "aigc_code", "finetune", str(tiny_repo), "--out", str(out),
            "--base", str(tiny_model), "--max-steps", "100000", "--checkpoint-every", "3", "--context-length", "64",
            "--batch-size", "2", "--grad-accum", "1", "--eval-lines", "2", "--eval-spans", "1", "--device", "cpu",
            "--threads", "1"]
@@ -246,7 +246,7 @@ def test_damaged_checkpoint_is_a_clear_error(finetuned, tiny_repo, tmp_path):
 def test_cli_one_line_error_for_missing_repo(tmp_path, tiny_model):
     from typer.testing import CliRunner
 
-    from aigc_code.finetune.cli import app
+    from aigc_code.cli import app
 
     result = CliRunner().invoke(app, ["finetune", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
                                       "--base", str(tiny_model)])

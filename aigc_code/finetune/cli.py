@@ -2,13 +2,13 @@
 
 `finetune_command` and `merge_command` are plain functions with typer-annotated parameters, so
 the top-level CLI registers them directly (`app.command("finetune")(finetune_command)`) without
-an extra sub-command level; `app` also exposes them for standalone use.
+an extra sub-command level (`python -m aigc_code finetune ...` is the module form, e.g. for
+`accelerate launch -m aigc_code finetune ...`).
 Heavy imports happen inside the commands so that `--help` stays instant.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,8 +16,6 @@ import typer
 
 from aigc_code.errors import AigcCodeError
 
-app = typer.Typer(help="Finetune a LoRA adapter on a repository; merge an adapter into its base model.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
 def _fail(message: str):
@@ -89,19 +87,3 @@ def merge_command(
     except AigcCodeError as exc:
         _fail(str(exc))
     typer.echo(f"merged model written to {path}; use it with --model {path}")
-
-
-app.command("finetune")(finetune_command)
-app.command("merge")(merge_command)
-
-
-def main() -> None:
-    try:
-        app()
-    except AigcCodeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
