@@ -98,6 +98,8 @@ def pretrain_train(
     checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between atomic checkpoints.")] = 5.0,
     cooldown_steps: Annotated[int, typer.Option(help="Decay the learning rate linearly to its minimum over N "
                                                 "steps, then stop (anneal before `pretrain export`).")] = 0,
+    from_model: Annotated[Optional[Path], typer.Option(help="When OUT has no checkpoint, continue from this "
+                          "exported model (e.g. aigc_code/default_model), keeping its cumulative counts.")] = None,
 ):
     """Train (or resume training) the default model; checkpoints atomically every few minutes."""
     from aigc_code.pretrain.train import ModelShape, TrainConfig, train
@@ -108,7 +110,7 @@ def pretrain_train(
                       checkpoint_minutes=checkpoint_minutes)
     try:
         state = train(corpus, out, cfg, resume=resume, max_minutes=minutes, max_steps=steps, threads=threads,
-                      device=device, cooldown_steps=cooldown_steps)
+                      device=device, cooldown_steps=cooldown_steps, start_from=from_model)
     except AigcCodeError as exc:
         _fail(str(exc))
     typer.echo(f"step {state['step']}, {state['tokens']:,} tokens seen in total")

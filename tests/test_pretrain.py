@@ -96,3 +96,13 @@ def test_killed_run_resumes_from_last_checkpoint(corpus, tmp_path):
     before = checkpoint.read_state(ckpt)["step"]
     state = train(corpus, run, tiny_cfg(), resume=True, max_steps=1)
     assert state["step"] == before + 1 and state["runs"] == 2
+
+
+def test_continue_from_an_exported_model(corpus, tmp_path):
+    from aigc_code.pretrain.export import export_model
+
+    first = tmp_path / "run1"
+    train(corpus, first, tiny_cfg(), max_steps=2)
+    shipped = export_model(first, corpus, tmp_path / "shipped")
+    state = train(corpus, tmp_path / "run2", tiny_cfg(), max_steps=1, start_from=shipped)
+    assert state["step"] == 3 and state["tokens"] == 3 * 2 * 64 and state["runs"] == 2

@@ -168,11 +168,13 @@ def lr_at(tokens: int, step: int, cfg: TrainConfig) -> float:
 
 def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_minutes: float | None = None,
           max_steps: int | None = None, threads: int | None = None, device: str | None = None,
-          cooldown_steps: int = 0) -> dict:
+          cooldown_steps: int = 0, start_from: Path | None = None) -> dict:
     """Train (or continue training) the model in `out`; returns the final state.
 
     `cooldown_steps`: instead of the schedule, decay the learning rate linearly to `min_lr` over
     that many steps and stop (an annealed checkpoint to ship; a later run resumes the schedule).
+    `start_from`: when `out` has no checkpoint, continue from an exported model directory (e.g. the
+    shipped default model, whose training_state.json keeps the cumulative counts) with a fresh optimizer.
     """
     from transformers import AutoModelForCausalLM
 
@@ -194,6 +196,16 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
         state = checkpoint.read_state(ckpt)
         cfg = _config_from_state(state)
         print(f"resuming from {ckpt}: step {state['step']}, {state['tokens']:,} tokens seen")
+    elif start_from is not None:
+        tokenizer = load_tokenizer(start_from)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(start_from), local_files_only=True)
+            state = json.loads((start_from / "training_state.json").read_text())
+        except Exception as exc:
+            raise CheckpointError(f"cannot continue from {start_from} (needs an exported model with "
+                                  f"training_state.json): {exc}") from exc
+        cfg = _config_from_state(state)
+        print(f"continuing from {start_from}: step {state['step']}, {state['tokens']:,} tokens seen")
     else:
         tok_dir = out / "tokenizer"
         tokenizer = load_tokenizer(tok_dir) if (tok_dir / "tokenizer.json").exists() else build_tokenizer(
