@@ -175,6 +175,17 @@ local function server_settings()
   return s
 end
 
+-- config key -> `aigc-code serve` option, in command-line order
+local SERVER_FLAGS = {
+  { "model", "--model" },
+  { "adapter", "--adapter" },
+  { "backend", "--backend" },
+  { "endpoint", "--endpoint" },
+  { "device", "--device" },
+  { "fim_format", "--fim-format" },
+  { "log_file", "--log-file" },
+}
+
 --- The server command line for the current config (backend options on the command line too, so that
 --- `:AigcCodeCheck` / `aigc-code serve ... --check` checks what the editor uses).
 function M.server_cmd()
@@ -183,26 +194,11 @@ function M.server_cmd()
     return vim.deepcopy(c.cmd)
   end
   local cmd = { c.server_path, "serve" }
-  if c.model then
-    vim.list_extend(cmd, { "--model", c.model })
-  end
-  if c.adapter then
-    vim.list_extend(cmd, { "--adapter", c.adapter })
-  end
-  if c.backend then
-    vim.list_extend(cmd, { "--backend", c.backend })
-  end
-  if c.endpoint then
-    vim.list_extend(cmd, { "--endpoint", c.endpoint })
-  end
-  if c.device then
-    vim.list_extend(cmd, { "--device", c.device })
-  end
-  if c.fim_format then
-    vim.list_extend(cmd, { "--fim-format", c.fim_format })
-  end
-  if c.log_file then
-    vim.list_extend(cmd, { "--log-file", c.log_file })
+  for _, flag in ipairs(SERVER_FLAGS) do
+    local value = c[flag[1]]
+    if value then
+      vim.list_extend(cmd, { flag[2], value })
+    end
   end
   vim.list_extend(cmd, c.extra_args or {})
   return cmd
