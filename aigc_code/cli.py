@@ -93,7 +93,9 @@ def pretrain_train(
     heads: Annotated[int, typer.Option(help="Attention heads (new runs only).")] = 4,
     context: Annotated[int, typer.Option(help="Context length (new runs only).")] = 512,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
-    horizon_tokens: Annotated[int, typer.Option(help="Length of the cosine learning-rate schedule, in tokens.")] = 15_000_000,
+    horizon_tokens: Annotated[Optional[int], typer.Option(help="Length of the cosine learning-rate schedule, in "
+                              "cumulative tokens (default 15M for a new run; given on a resumed run, it "
+                              "replaces the recorded one).")] = None,
     vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary (new runs only).")] = 8192,
     checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between atomic checkpoints.")] = 5.0,
     cooldown_steps: Annotated[int, typer.Option(help="Decay the learning rate linearly to its minimum over N "
@@ -106,11 +108,12 @@ def pretrain_train(
 
     shape = ModelShape(hidden=hidden, layers=layers, heads=heads, intermediate=int(hidden * 8 / 3 // 32 * 32),
                        context=context, vocab_size=vocab_size)
-    cfg = TrainConfig(shape=shape, batch_size=batch_size, horizon_tokens=horizon_tokens,
+    cfg = TrainConfig(shape=shape, batch_size=batch_size, horizon_tokens=horizon_tokens or 15_000_000,
                       checkpoint_minutes=checkpoint_minutes)
     try:
         state = train(corpus, out, cfg, resume=resume, max_minutes=minutes, max_steps=steps, threads=threads,
-                      device=device, cooldown_steps=cooldown_steps, start_from=from_model)
+                      device=device, cooldown_steps=cooldown_steps, start_from=from_model,
+                      horizon_tokens=horizon_tokens)
     except AigcCodeError as exc:
         _fail(str(exc))
     typer.echo(f"step {state['step']}, {state['tokens']:,} tokens seen in total")

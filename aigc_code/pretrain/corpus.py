@@ -37,8 +37,24 @@ NPM_PACKAGES = [
     "immer", "redux", "mobx", "koa", "fastify", "jquery", "three", "d3", "preact", "hono",
 ]
 
-# Packages that must never enter pretraining: the finetune benchmark uses them as "unseen" code.
-HELD_OUT_PYTHON_PACKAGES = ("boltons", "more_itertools", "toolz")
+# Packages that must never enter pretraining: the finetune and repository benchmarks use them as
+# "unseen" code (a folder of this name, or a versioned one such as Debian's `itertools-0.10.5`).
+HELD_OUT_PACKAGES = {
+    "python": ("boltons", "more_itertools", "toolz"),
+    "javascript": ("underscore",),
+    "go": ("cobra",),
+    "rust": ("itertools",),
+}
+_HELD_OUT_NAMES = {name for names in HELD_OUT_PACKAGES.values() for name in names}
+
+
+def is_held_out(parts: tuple[str, ...]) -> bool:
+    """True for a path inside a held-out package (`toolz/`, `itertools-0.10.5/`)."""
+    for part in parts:
+        name = part.rsplit("-", 1)[0] if "-" in part and part.rsplit("-", 1)[1][:1].isdigit() else part
+        if name in _HELD_OUT_NAMES:
+            return True
+    return False
 
 SKIP_DIRS = {"test", "tests", "testdata", "__pycache__", ".git", "node_modules", "dist-test", "idlelib",
              "fixtures", "examples", "benchmarks", "site-packages", "ensurepip", "build"}
@@ -98,7 +114,7 @@ def iter_files(source: Source):
         rel_parts = path.relative_to(source.root).parts
         if any(p in source.skip_dirs or p.startswith(".") for p in rel_parts[:-1]):
             continue
-        if any(h in rel_parts for h in HELD_OUT_PYTHON_PACKAGES):
+        if is_held_out(rel_parts[:-1]):
             continue
         if path.suffix not in source.extensions or not path.is_file():
             continue
@@ -143,7 +159,7 @@ def build_corpus(out: Path, scratch: Path, max_chars_per_language: int = 8_000_0
                 files[lang] += 1
     stats = {"chars": dict(chars), "files": dict(files), "rejected": {k: dict(v) for k, v in rejected.items()},
              "val_fraction": val_fraction, "max_chars_per_language": max_chars_per_language,
-             "npm_packages": NPM_PACKAGES, "held_out_python_packages": list(HELD_OUT_PYTHON_PACKAGES)}
+             "npm_packages": NPM_PACKAGES, "held_out_packages": {k: list(v) for k, v in HELD_OUT_PACKAGES.items()}}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
 

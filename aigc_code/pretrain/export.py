@@ -80,7 +80,8 @@ def model_card(state: dict, stats: dict, out: Path) -> str:
         "(C, C++ incl. libstdc++ and Boost headers), the Go standard library and `/usr/share/gocode` (Go), Debian's",
         "`librust-*-dev` crates (Rust) and the JDK's `src.zip` (Java). Binary, minified, generated and huge files",
         "are dropped; exact and near duplicates removed (MinHash); ~3% of files per language held out by path hash.",
-        f"Python packages held out for the finetune benchmark: {', '.join(stats.get('held_out_python_packages', []))}.",
+        "Packages held out for the finetune and repository benchmarks: "
+        + "; ".join(f"{lang}: {', '.join(names)}" for lang, names in stats.get("held_out_packages", {}).items()) + ".",
         "",
         "## Reproduce / continue",
         "",

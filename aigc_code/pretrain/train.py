@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -168,13 +168,14 @@ def lr_at(tokens: int, step: int, cfg: TrainConfig) -> float:
 
 def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_minutes: float | None = None,
           max_steps: int | None = None, threads: int | None = None, device: str | None = None,
-          cooldown_steps: int = 0, start_from: Path | None = None) -> dict:
+          cooldown_steps: int = 0, start_from: Path | None = None, horizon_tokens: int | None = None) -> dict:
     """Train (or continue training) the model in `out`; returns the final state.
 
     `cooldown_steps`: instead of the schedule, decay the learning rate linearly to `min_lr` over
     that many steps and stop (an annealed checkpoint to ship; a later run resumes the schedule).
     `start_from`: when `out` has no checkpoint, continue from an exported model directory (e.g. the
     shipped default model, whose training_state.json keeps the cumulative counts) with a fresh optimizer.
+    `horizon_tokens`: replace a resumed run's schedule length (recorded in its state).
     """
     from transformers import AutoModelForCausalLM
 
@@ -212,6 +213,9 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
             train_records, tok_dir, cfg.shape.vocab_size)
         model = make_model(cfg.shape, tokenizer)
         state = {"step": 0, "tokens": 0, "train_seconds": 0.0, "runs": 0, "history": [], "config": asdict(cfg)}
+    if horizon_tokens:
+        cfg = replace(cfg, horizon_tokens=horizon_tokens)
+        state["config"]["horizon_tokens"] = horizon_tokens
     model.to(dev).train()
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=False)
     if ckpt and (ckpt / "optimizer.pt").exists():
