@@ -35,11 +35,12 @@ from pygls.protocol.language_server import lsp_method
 
 from aigc_code import __version__
 from aigc_code.backends import CancellationToken
+from aigc_code.brackets import replaced_after_cursor
+from aigc_code.cache import SuggestionCache
 from aigc_code.errors import AigcCodeError
+from aigc_code.pipeline import CompletionOutcome, CompletionPipeline, CompletionRequest
 
 from .backend import BackendHolder
-from .cache import SuggestionCache
-from .completion import CompletionOutcome, CompletionPipeline, CompletionRequest
 from .documents import UTF16, DocumentStore, PositionError, UnknownDocument, display_path
 from .settings import SECTION, Settings, merge, section
 from .transport import MAX_HEADER_LINE, LimitedStdinReader, run_framed
@@ -48,7 +49,6 @@ log = logging.getLogger("aigc_code.server")
 
 LAST_TIMING = "aigcCode/lastTiming"
 STATUS = "aigcCode/status"
-SERVER_NOT_INITIALIZED = -32002
 UNAUTHORIZED = -32001
 MAX_CONTEXT_DOCUMENTS = 10
 
@@ -227,6 +227,8 @@ class AigcServer(LanguageServer):
         async def load() -> None:
             self.backend_status = "loading"
             ok, message = await loop.run_in_executor(self.executor, self.backends.ensure, settings)
+            if ok:  # the first generation is slow (allocations, kernels): pay it before saying "ready"
+                await loop.run_in_executor(self.executor, _warm_up, self.backends.current)
             if settings is not self.settings and settings.backend_spec() != self.settings.backend_spec():
                 return  # superseded by a newer configuration
             self.backend_status = message if ok else f"error: {message}"
@@ -297,6 +299,18 @@ class AigcServer(LanguageServer):
         return outcome
 
 
+def _warm_up(backend) -> None:
+    """One 1-token generation on a freshly loaded local model (remote backends are left alone)."""
+    if getattr(backend, "kind", None) != "local":
+        return
+    from aigc_code.generation import GenerationConfig
+
+    try:
+        backend.complete("def main(", "", GenerationConfig(max_new_tokens=1, prompt_lookup=0))
+    except Exception as exc:  # a failed warm-up is not a failed load: the real request reports errors
+        log.warning("warm-up generation failed: %s", exc)
+
+
 # ---------------------------------------------------------------------------------------------
 # Handlers
 
@@ -325,6 +339,7 @@ def _initialize(ls: AigcServer, params: types.InitializeParams) -> None:
     if params.root_uri:
         roots.append(params.root_uri)
     ls.roots = roots
+    ls.schedule_backend_load()  # in the background, right away: the first request should not wait for it
 
 
 def _initialized(ls: AigcServer, params: types.InitializedParams) -> None:
@@ -332,7 +347,6 @@ def _initialized(ls: AigcServer, params: types.InitializedParams) -> None:
     for problem in ls._pending_problems:
         ls.log_to_client(logging.WARNING, problem)
     ls._pending_problems = []
-    ls.schedule_backend_load()
 
 
 def _did_open(ls: AigcServer, params: types.DidOpenTextDocumentParams) -> None:
@@ -387,9 +401,21 @@ async def _inline_completion(ls: AigcServer, params: types.InlineCompletionParam
     outcome = await ls.complete(params.text_document.uri, params.position, invoked)
     if outcome is None or not outcome.suggestions:
         return types.InlineCompletionList(items=[])
-    here = types.Range(start=params.position, end=params.position)
-    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=s.text, range=here)
-                                             for s in outcome.suggestions])
+    after = _line_after_cursor(ls, params.text_document.uri, params.position)
+    return types.InlineCompletionList(items=[
+        types.InlineCompletionItem(insert_text=s.text, range=_replace_range(params.position, after, s.text))
+        for s in outcome.suggestions])
+
+
+def _line_after_cursor(ls: AigcServer, uri: str, position: types.Position) -> str:
+    doc, index = ls.cursor(uri, position)
+    return doc.text[index:].split("\n", 1)[0].rstrip("\r")
+
+
+def _replace_range(position: types.Position, after_cursor: str, text: str) -> types.Range:
+    """The cursor, extended over the auto-closed brackets/quotes the suggestion closes itself (ASCII: one unit each)."""
+    end = types.Position(line=position.line, character=position.character + replaced_after_cursor(after_cursor, text))
+    return types.Range(start=position, end=end)
 
 
 def _label(text: str) -> str:
