@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from aigc_code.fastdecode import build_fast_lm, keep_last_kwargs
 from aigc_code.fim import FimTokens, detect_fim
 from aigc_code.generation import CancellationToken, Candidate, GenerationConfig, GenerationResult
 from aigc_code.loading import Loaded, load_model
@@ -55,6 +56,12 @@ class Engine:
         self._heal_masks: dict[str, torch.Tensor] = {}
         self._stop_ids = self._collect_stop_ids()
         self._cache_kw = _cache_kwarg(self.model)
+        # lean decoder over the same weights for Llama-family checkpoints (None: use the HF model)
+        self._fast = build_fast_lm(self.model, self.max_context)
+        self._lm = self._fast or self.model
+        self._keep_last = keep_last_kwargs(self._lm)
+        if self._fast is not None:
+            self.max_context = min(self.max_context, self._fast.max_len)
         self._special_ids = set(self.tokenizer.all_special_ids) | self._stop_ids
         self._vocab_len = len(self.tokenizer)  # len() on an HF tokenizer is slow: once, not per token
 
@@ -168,7 +175,8 @@ class Engine:
         if cfg.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         cache, fed, reused = self._prefill_cache(prompt.ids)
-        out = self.model(input_ids=self._tensor([prompt.ids[reused:]]), use_cache=True, **{self._cache_kw: cache})
+        out = self._lm(input_ids=self._tensor([prompt.ids[reused:]]), use_cache=True, **self._keep_last,
+                       **{self._cache_kw: cache})
         logits = out.logits[:, -1, :].float()
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -219,7 +227,7 @@ class Engine:
                 speculate and not heal_left[0]) else []
             feed = torch.cat([chosen.view(n, 1).to(self.device), self._tensor([draft]).view(1, -1)], dim=1) if draft \
                 else chosen.view(n, 1).to(self.device)
-            step = self.model(input_ids=feed, use_cache=True, **{self._cache_kw: cache})
+            step = self._lm(input_ids=feed, use_cache=True, **{self._cache_kw: cache})
             if n > 1:
                 logits = step.logits[:, -1, :].float()
                 continue
@@ -280,7 +288,8 @@ class Engine:
                 if extra > 0:
                     cache.crop(-extra)
                 return cache, list(ids), keep
-        return DynamicCache(config=self.model.config), list(ids), 0
+        fresh = self._fast.new_cache() if self._fast is not None else DynamicCache(config=self.model.config)
+        return fresh, list(ids), 0
 
     def forget_cache(self) -> None:
         self._kv = None
