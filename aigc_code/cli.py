@@ -47,17 +47,22 @@ def complete(
     model: ModelOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 64,
-    temperature: Annotated[float, typer.Option(help="0 = greedy (deterministic).")] = 0.0,
-    n: Annotated[int, typer.Option("--n", help="Candidates to sample and rank.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Most tokens to generate.")] = 64,
+    temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy (deterministic).")] = 0.0,
+    n: Annotated[int, typer.Option("--n", min=1, max=16, help="Candidates to sample and rank.")] = 1,
+    workspace: Annotated[bool, typer.Option(help="Index the file's repository (its git root) for copy "
+                                            "candidates and cross-file context, as the server does.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output with timings.")] = False,
 ):
     """Print the completion at FILE:LINE:COLUMN (fill-in-the-middle with the rest of the file as suffix)."""
     from aigc_code.complete import complete_file
+    from aigc_code.settings import Settings
 
+    settings = Settings(model=model, adapter=adapter, device=device, max_new_tokens=max_new_tokens,
+                        temperature=temperature, n=n, seed=0 if temperature > 0 else None,
+                        workspace_index=workspace)
     try:
-        result = complete_file(file, line, column, model=model, adapter=adapter, device=device,
-                               max_new_tokens=max_new_tokens, temperature=temperature, n=n)
+        result = complete_file(file, line, column, settings)
     except AigcCodeError as exc:
         _fail(str(exc))
     if as_json:

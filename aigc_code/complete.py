@@ -35,34 +35,87 @@ def split_at(text: str, line: int, column: int) -> tuple[str, str]:
     return text[:offset], text[offset:]
 
 
-def complete_file(file: Path, line: int, column: int, model=None, adapter=None, device=None,
-                  max_new_tokens: int = 64, temperature: float = 0.0, n: int = 1) -> dict:
-    """Run the LSP server's own pipeline (context -> prompt -> model -> post-process) once, offline."""
-    from aigc_code.server.backend import backend_from_settings
-    from aigc_code.server.completion import CompletionPipeline, CompletionRequest
-    from aigc_code.server.documents import Document
-    from aigc_code.server.settings import Settings
+def repository_root(file: Path) -> Path | None:
+    """The git work tree that holds `file`, if any (read-only: `git rev-parse`)."""
+    import os
+    import subprocess
 
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(file.parent), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+
+
+def workspace_for(file: Path, settings):
+    """A workspace index over the file's repository (its git root), built now; None outside a repository
+    or when the setting is off."""
+    if not settings.workspace_index:
+        return None
+    root = repository_root(file.resolve())
+    if root is None:
+        return None
+    try:
+        from aigc_code.workspace import IndexLimits, WorkspaceIndex
+    except ImportError:  # the workspace index is landing in parallel; TODO(lead): drop this guard
+        return None
+
+    index = WorkspaceIndex([root], limits_from(settings, IndexLimits))
+    index.build()
+    return index
+
+
+def limits_from(settings, limits_type):
+    return limits_type(
+        max_file_bytes=settings.index_max_file_kb * 1024,
+        max_files=settings.index_max_files,
+        max_total_bytes=settings.index_max_total_mb * 1024 * 1024,
+    )
+
+
+def complete_file(file: Path, line: int, column: int, settings=None, workspace: bool = True) -> dict:
+    """Run the LSP server's own pipeline (context -> prompt -> model -> post-process) once, offline,
+    with the file's repository indexed as the server would index its workspace."""
+    from aigc_code.pipeline import complete_once
+    from aigc_code.server.backend import backend_from_settings
+    from aigc_code.settings import Settings
+
+    settings = settings or Settings(temperature=0.0)
+    language = language_for_path(file)
+    if language is None:
+        raise AigcCodeError(f"{file}: not a language aigc-code completes (by its extension)")
     text = read_source(file)
     prefix, _ = split_at(text, line, column)
-    settings = Settings(model=model, adapter=adapter, device=device, max_new_tokens=max_new_tokens,
-                        temperature=temperature, n=n, seed=0 if temperature > 0 else None)
     backend = backend_from_settings(settings)
-    doc = Document(file.resolve().as_uri(), language_for_path(file) or "", 1, text)
-    outcome = CompletionPipeline(lambda _settings: backend).run(
-        CompletionRequest(doc.snapshot(), str(file), len(prefix), settings, invoked=True))
+    index = workspace_for(file, settings) if workspace else None
+    outcome = complete_once(text, len(prefix), str(file), language, settings, backend, workspace=index)
     timing = outcome.timing
     return {
         "file": str(file),
         "line": line,
         "column": column,
-        "language": doc.language,
+        "language": language,
         "mode": timing.mode,
         "backend": backend.describe(),
         "completion": outcome.suggestions[0].text if outcome.suggestions else "",
-        "candidates": [{"text": s.text, "mean_logprob": round(s.score, 4), "finish_reason": s.finish_reason}
-                       for s in outcome.suggestions],
-        "timings": {"prompt_tokens": timing.prompt_tokens, "generated_tokens": timing.generated_tokens,
-                    "context_ms": round(timing.context_ms, 1), "model_prompt_ms": round(timing.model_prompt_ms, 1),
-                    "model_ms": round(timing.model_ms, 1), "postprocess_ms": round(timing.postprocess_ms, 1)},
+        "chosen": timing.chosen,
+        "candidates": [
+            {"text": s.text, "mean_logprob": round(s.score, 4), "finish_reason": s.finish_reason}
+            for s in outcome.suggestions
+        ],
+        "timings": {
+            "prompt_tokens": timing.prompt_tokens,
+            "generated_tokens": timing.generated_tokens,
+            "context_ms": round(timing.context_ms, 1),
+            "retrieval_ms": round(timing.retrieval_ms, 1),
+            "model_prompt_ms": round(timing.model_prompt_ms, 1),
+            "model_ms": round(timing.model_ms, 1),
+            "postprocess_ms": round(timing.postprocess_ms, 1),
+        },
     }

@@ -19,7 +19,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
-from aigc_code.context import MULTI, SINGLE, SYNTAX
+from aigc_code.mode import MULTI, SINGLE
+from aigc_code.syntax import SYNTAX
 from aigc_code.languages import ts_parser
 
 if TYPE_CHECKING:  # pragma: no cover

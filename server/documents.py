@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from aigc_code.context import SourceFile
 from aigc_code.languages import canonical, language_for_path, ts_parser
+from aigc_code.snapshot import Snapshot, byte_len
 
 _EOL = re.compile(r"\r\n|\r|\n")
 
@@ -85,19 +85,6 @@ def display_path(uri: str, roots: Iterable[str] = ()) -> str:
         if root_path and path.startswith(root_path + "/"):
             return path[len(root_path) + 1 :]
     return path
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    uri: str
-    version: int
-    language: str | None  # canonical id, None when not a supported language
-    text: str
-    src: bytes
-    tree: Tree | None
-
-    def source_file(self, path: str) -> SourceFile:
-        return SourceFile(path=path, language=self.language or "", text=self.text, tree=self.tree, src=self.src)
 
 
 class Document:
@@ -170,8 +157,7 @@ class Document:
         return row, index_to_column(text, min(index - start, len(text)), encoding)
 
     def _byte(self, index: int) -> int:
-        head = self.text[:index]
-        return len(head) if head.isascii() else len(head.encode("utf-8"))
+        return byte_len(self.text[:index])
 
     def _point(self, index: int) -> tuple[int, int]:
         import bisect

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from aigc_code.context import (
-    MULTI,
-    NONE,
-    SINGLE,
-    ApproxTokens,
-    Budget,
-    SourceFile,
-    build_prompt,
-    completion_mode,
-    identifiers,
-    index_file,
-    prefix_window,
-    stop_sequences,
-    suffix_window,
-)
+from aigc_code.budget import ApproxTokens, Budget
 from aigc_code.languages import ts_parser
+from aigc_code.mode import MULTI, NONE, SINGLE, completion_mode, stop_sequences
+from aigc_code.outline import index_file
+from aigc_code.prompt import SourceFile, build_prompt, prefix_window, suffix_window
+from aigc_code.syntax import identifiers
 
 
 def parsed(language: str, text: str) -> SourceFile:
-    return SourceFile(path=f"src/file.{language}", language=language, text=text, tree=ts_parser(language).parse(text.encode()))
+    return SourceFile(
+        path=f"src/file.{language}", language=language, text=text, tree=ts_parser(language).parse(text.encode())
+    )
 
 
 def mode_at(language: str, marked: str) -> str:
@@ -53,7 +45,7 @@ def mode_at(language: str, marked: str) -> str:
         ("typescriptreact", "const x = <div>{val|}</div>;\n", SINGLE),
         ("go", "func f() {\n\tx := comp|ute()\n}\n", NONE),
         ("go", "func f() {\n\t|\n}\n", MULTI),
-        ("rust", "fn f() -> i32 {\n    let s = \"abc|\";\n}\n", SINGLE),
+        ("rust", 'fn f() -> i32 {\n    let s = "abc|";\n}\n', SINGLE),
         ("java", "class A {\n  void f() {\n    // TODO: |\n  }\n}\n", SINGLE),
         ("c", "int main(void) {\n  for (int i = 0; i < n; i++) {|\n}\n", MULTI),
         ("cpp", "int main() {\n  std::vector<int> v = |\n}\n", SINGLE),
@@ -75,11 +67,17 @@ def test_stop_sequences():
 
 def test_identifiers_skip_keywords():
     assert identifiers("for item in items:\n    if item is not None: total += item.price", "python") == [
-        "item", "items", "item", "total", "item", "price"]
+        "item",
+        "items",
+        "item",
+        "total",
+        "item",
+        "price",
+    ]
     assert "return" not in identifiers("return value;", "java")
 
 
-PY_LIB = '''import os
+PY_LIB = """import os
 from dataclasses import dataclass
 
 
@@ -98,7 +96,7 @@ class Invoice:
 def load_invoices(path):
     with open(path) as f:
         return [Invoice(*line.split(",")) for line in f]
-'''
+"""
 
 
 def test_index_python_outline():
@@ -123,40 +121,65 @@ def test_index_python_outline():
 @pytest.mark.parametrize(
     "language, text, imports, outlines",
     [
-        ("javascript",
-         'import { sum } from "./math.js";\nexport function mean(xs) {\n  return sum(xs) / xs.length;\n}\n'
-         "const double = (x) => x * 2;\nclass Stack {\n  push(x) { this.items.push(x); }\n}\n",
-         ['import { sum } from "./math.js";'],
-         {"mean": "export function mean(xs) { ... }", "double": "const double = (x) => ...",
-          "Stack": "class Stack {\n  push(x) { ... }\n}"}),
-        ("typescript",
-         'import { Db } from "./db";\ninterface User { id: number; name: string }\n'
-         "export class Repo {\n  constructor(private db: Db) {}\n  find(id: number): User | undefined { return undefined; }\n}\n",
-         ['import { Db } from "./db";'],
-         {"User": "interface User { id: number; name: string }",
-          "Repo": "export class Repo {\n  constructor(private db: Db) { ... }\n  find(id: number): User | undefined { ... }\n}"}),
-        ("go",
-         'package store\n\nimport "fmt"\n\ntype Item struct {\n\tName string\n}\n\nfunc (i *Item) Label() string {\n\treturn fmt.Sprint(i.Name)\n}\n',
-         ["package store", 'import "fmt"'],
-         {"Item": "type Item struct {\n\tName string\n}", "Label": "func (i *Item) Label() string { ... }"}),
-        ("rust",
-         "use std::fmt;\nstruct Point { x: i32, y: i32 }\nimpl Point {\n    fn norm(&self) -> i32 { self.x.abs() + self.y.abs() }\n}\n",
-         ["use std::fmt;"],
-         {"Point": "struct Point { x: i32, y: i32 }"}),
-        ("java",
-         "package shop;\nimport java.util.List;\npublic class Cart {\n  private List<Item> items;\n  public int size() { return items.size(); }\n}\n",
-         ["package shop;", "import java.util.List;"],
-         {"Cart": "public class Cart {\n  private List<Item> items;\n  public int size() { ... }\n}"}),
-        ("c",
-         '#include <stdlib.h>\n#include "list.h"\n\nstruct node { int value; struct node *next; };\n'
-         "int list_length(const struct node *head) {\n  int n = 0;\n  return n;\n}\n",
-         ["#include <stdlib.h>", '#include "list.h"'],
-         {"node": "struct node { int value; struct node *next; }", "list_length": "int list_length(const struct node *head) { ... }"}),
-        ("cpp",
-         "#include <string>\nnamespace geo {\nclass Shape {\n public:\n  virtual double area() const = 0;\n};\n}\n"
-         "double scale(double x) { return x * 2; }\n",
-         ["#include <string>"],
-         {"Shape": "class Shape {\n  virtual double area() const = 0;\n};", "scale": "double scale(double x) { ... }"}),
+        (
+            "javascript",
+            'import { sum } from "./math.js";\nexport function mean(xs) {\n  return sum(xs) / xs.length;\n}\n'
+            "const double = (x) => x * 2;\nclass Stack {\n  push(x) { this.items.push(x); }\n}\n",
+            ['import { sum } from "./math.js";'],
+            {
+                "mean": "export function mean(xs) { ... }",
+                "double": "const double = (x) => ...",
+                "Stack": "class Stack {\n  push(x) { ... }\n}",
+            },
+        ),
+        (
+            "typescript",
+            'import { Db } from "./db";\ninterface User { id: number; name: string }\n'
+            "export class Repo {\n  constructor(private db: Db) {}\n  find(id: number): User | undefined { return undefined; }\n}\n",
+            ['import { Db } from "./db";'],
+            {
+                "User": "interface User { id: number; name: string }",
+                "Repo": "export class Repo {\n  constructor(private db: Db) { ... }\n  find(id: number): User | undefined { ... }\n}",
+            },
+        ),
+        (
+            "go",
+            'package store\n\nimport "fmt"\n\ntype Item struct {\n\tName string\n}\n\nfunc (i *Item) Label() string {\n\treturn fmt.Sprint(i.Name)\n}\n',
+            ["package store", 'import "fmt"'],
+            {"Item": "type Item struct {\n\tName string\n}", "Label": "func (i *Item) Label() string { ... }"},
+        ),
+        (
+            "rust",
+            "use std::fmt;\nstruct Point { x: i32, y: i32 }\nimpl Point {\n    fn norm(&self) -> i32 { self.x.abs() + self.y.abs() }\n}\n",
+            ["use std::fmt;"],
+            {"Point": "struct Point { x: i32, y: i32 }"},
+        ),
+        (
+            "java",
+            "package shop;\nimport java.util.List;\npublic class Cart {\n  private List<Item> items;\n  public int size() { return items.size(); }\n}\n",
+            ["package shop;", "import java.util.List;"],
+            {"Cart": "public class Cart {\n  private List<Item> items;\n  public int size() { ... }\n}"},
+        ),
+        (
+            "c",
+            '#include <stdlib.h>\n#include "list.h"\n\nstruct node { int value; struct node *next; };\n'
+            "int list_length(const struct node *head) {\n  int n = 0;\n  return n;\n}\n",
+            ["#include <stdlib.h>", '#include "list.h"'],
+            {
+                "node": "struct node { int value; struct node *next; }",
+                "list_length": "int list_length(const struct node *head) { ... }",
+            },
+        ),
+        (
+            "cpp",
+            "#include <string>\nnamespace geo {\nclass Shape {\n public:\n  virtual double area() const = 0;\n};\n}\n"
+            "double scale(double x) { return x * 2; }\n",
+            ["#include <string>"],
+            {
+                "Shape": "class Shape {\n  virtual double area() const = 0;\n};",
+                "scale": "double scale(double x) { ... }",
+            },
+        ),
     ],
 )
 def test_index_other_languages(language, text, imports, outlines):
@@ -211,7 +234,10 @@ def test_prompt_without_cut_has_no_context_repetition():
 
 
 def test_snippets_from_other_files_ranked_by_overlap():
-    other_a = parsed("python", "def parse_invoice(line):\n    number, amount = line.split(',')\n    return Invoice(number, float(amount))\n")
+    other_a = parsed(
+        "python",
+        "def parse_invoice(line):\n    number, amount = line.split(',')\n    return Invoice(number, float(amount))\n",
+    )
     other_a = SourceFile("billing/parse.py", "python", other_a.text, other_a.tree)
     other_b = parsed("python", "def draw_circle(canvas, radius):\n    canvas.arc(0, 0, radius)\n")
     other_b = SourceFile("gfx/draw.py", "python", other_b.text, other_b.tree)
@@ -219,7 +245,9 @@ def test_snippets_from_other_files_ranked_by_overlap():
     js = SourceFile("web/parse.js", "javascript", js.text, js.tree)
     text = "def import_all(lines):\n    out = []\n    for line in lines:\n        number, amount = line.split(',')\n        "
     doc = SourceFile("billing/load.py", "python", text, ts_parser("python").parse(text.encode()))
-    prompt = build_prompt(doc, len(text), [other_b, js, other_a], tokens=ApproxTokens(), budget=Budget(context_tokens=200))
+    prompt = build_prompt(
+        doc, len(text), [other_b, js, other_a], tokens=ApproxTokens(), budget=Budget(context_tokens=200)
+    )
     snippets = [s for s in prompt.sections if s.kind == "snippet"]
     assert snippets and snippets[0].path == "billing/parse.py"
     assert all(s.path != "web/parse.js" for s in prompt.sections)  # another language family
@@ -229,7 +257,9 @@ def test_snippets_from_other_files_ranked_by_overlap():
 
 
 def test_cross_file_signatures_and_comment_syntax():
-    lib = parsed("typescript", "export function formatPrice(cents: number): string {\n  return (cents / 100).toFixed(2);\n}\n")
+    lib = parsed(
+        "typescript", "export function formatPrice(cents: number): string {\n  return (cents / 100).toFixed(2);\n}\n"
+    )
     lib = SourceFile("src/price.ts", "typescript", lib.text, lib.tree)
     text = "import { formatPrice } from './price';\nexport function label(item: Item) {\n  return item.name + formatPrice(item.cents) + "
     doc = SourceFile("src/label.ts", "typescript", text, ts_parser("typescript").parse(text.encode()))

@@ -9,8 +9,8 @@ from types import SimpleNamespace as NS
 import pytest
 
 from aigc_code.languages import ts_parser
-from aigc_code.server.cache import SuggestionCache
-from aigc_code.server.completion import fit_budget, generation_request
+from aigc_code.cache import SuggestionCache
+from aigc_code.pipeline import fit_budget, generation_request
 from aigc_code.server.documents import (
     UTF8,
     UTF16,

@@ -1,0 +1,39 @@
+"""Token arithmetic for prompt budgets: the backend's own tokenizer, or a character estimate."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class TokenCounter(Protocol):
+    def count_tokens(self, text: str) -> int: ...
+
+    def truncate_left(self, text: str, max_tokens: int) -> str: ...
+
+    def truncate_right(self, text: str, max_tokens: int) -> str: ...
+
+
+class ApproxTokens:
+    """Token arithmetic by character count, for backends without a local tokenizer."""
+
+    def __init__(self, chars_per_token: float = 3.5):
+        self.chars_per_token = chars_per_token
+
+    def count_tokens(self, text: str) -> int:
+        return math.ceil(len(text) / self.chars_per_token)
+
+    def truncate_left(self, text: str, max_tokens: int) -> str:
+        keep = int(max_tokens * self.chars_per_token)
+        return text[-keep:] if keep > 0 else ""
+
+    def truncate_right(self, text: str, max_tokens: int) -> str:
+        return text[: int(max_tokens * self.chars_per_token)]
+
+
+@dataclass(frozen=True)
+class Budget:
+    prefix_tokens: int = 1024
+    suffix_tokens: int = 256
+    context_tokens: int = 512

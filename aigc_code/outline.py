@@ -1,0 +1,316 @@
+"""Outlines of one file: its imports, definitions (with members) and identifier-tagged chunks,
+from the tree-sitter tree; the prompt builder shows signatures and snippets from them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aigc_code.syntax import SYNTAX, Syntax, identifiers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tree_sitter import Node, Tree
+
+
+@dataclass
+class Definition:
+    name: str
+    kind: str  # "function" | "container" | "data"
+    start: int  # byte offsets of the node
+    end: int
+    header: str  # signature / container header / whole data text
+    indent: str = ""
+    members: list[Definition] = field(default_factory=list)
+    closer: str = ""
+    rows: tuple[int, int] = (0, 0)  # first and last line
+
+    def outline(self, only: set[str] | None = None, max_members: int = 30) -> str:
+        """Text to show the model: a stub for functions, header + member stubs for containers."""
+        if self.kind != "container":
+            return self.header
+        members = [m for m in self.members if only is None or m.name in only][:max_members]
+        lines = [self.header]
+        for m in members:
+            body = m.outline(max_members=10)
+            lines.extend(m.indent + line if i == 0 else line for i, line in enumerate(body.split("\n")))
+        if self.closer:
+            lines.append(self.closer)
+        return "\n".join(lines)
+
+    def names(self) -> Iterable[str]:
+        yield self.name
+        for m in self.members:
+            yield m.name
+
+
+@dataclass
+class Chunk:
+    start_line: int
+    end_line: int  # inclusive
+    text: str
+    idents: frozenset[str]
+
+
+class FileIndex:
+    """Imports and definitions of one file; its chunks are cut on first use."""
+
+    def __init__(
+        self, imports: list[tuple[int, int, str]], definitions: list[Definition], chunker: Callable[[], list[Chunk]]
+    ):
+        self.imports = imports  # (start byte, end byte, text)
+        self.definitions = definitions
+        self._chunker = chunker
+        self._chunks: list[Chunk] | None = None
+        self._by_name: dict[str, list[tuple[Definition, Definition | None]]] | None = None
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        if self._chunks is None:
+            self._chunks = self._chunker()
+        return self._chunks
+
+    def by_name(self) -> dict[str, list[tuple[Definition, Definition | None]]]:
+        """name -> [(definition, its container or None)]."""
+        if self._by_name is None:
+            table: dict[str, list[tuple[Definition, Definition | None]]] = {}
+            for d in self.definitions:
+                table.setdefault(d.name, []).append((d, None))
+                for m in d.members:
+                    table.setdefault(m.name, []).append((m, d))
+            self._by_name = table
+        return self._by_name
+
+
+_NAME_TYPES = {
+    "identifier",
+    "field_identifier",
+    "type_identifier",
+    "property_identifier",
+    "namespace_identifier",
+    "destructor_name",
+    "operator_name",
+    "qualified_identifier",
+    "private_property_identifier",
+    "constant",
+}
+
+
+def _text(src: bytes, node: Node) -> str:
+    return src[node.start_byte : node.end_byte].decode("utf-8", "replace")
+
+
+def _node_name(node: Node, src: bytes) -> str:
+    name = node.child_by_field_name("name")
+    if name is None:
+        kind = node.type
+        if kind == "impl_item":
+            name = node.child_by_field_name("type")
+        elif kind == "type_declaration":
+            spec = next((c for c in node.named_children if c.type in ("type_spec", "type_alias")), None)
+            name = spec.child_by_field_name("name") if spec is not None else None
+        elif kind in ("lexical_declaration", "variable_declaration"):
+            decl = next((c for c in node.named_children if c.type == "variable_declarator"), None)
+            name = decl.child_by_field_name("name") if decl is not None else None
+        elif kind == "expression_statement":
+            target = node.named_children[0] if node.named_children else None
+            if target is not None and target.type == "assignment":
+                name = target.child_by_field_name("left")
+        else:
+            d = node.child_by_field_name("declarator")
+            for _ in range(8):
+                if d is None or d.type in _NAME_TYPES:
+                    break
+                d = d.child_by_field_name("declarator") or d.child_by_field_name("name")
+            name = d
+            if name is None and kind in ("struct_specifier", "enum_specifier", "union_specifier", "type_definition"):
+                name = next((c for c in node.named_children if c.type == "type_identifier"), None)
+    if name is None:
+        return ""
+    if name.type == "qualified_identifier":
+        inner = name.child_by_field_name("name")
+        name = inner if inner is not None else name
+    text = _text(src, name)
+    return re.split(r"[<\[(\s]", text.split("::")[-1], maxsplit=1)[0]
+
+
+def _cap_lines(text: str, max_lines: int) -> str:
+    lines = text.split("\n")
+    return text if len(lines) <= max_lines else "\n".join(lines[:max_lines])
+
+
+def _indent_of(src: bytes, node: Node) -> str:
+    line_start = src.rfind(b"\n", 0, node.start_byte) + 1
+    prefix = src[line_start : node.start_byte].decode("utf-8", "replace")
+    return prefix if not prefix.strip() else ""
+
+
+def _function_value(node: Node) -> Node | None:
+    """The arrow function / function expression a JS `const f = ...` declaration binds."""
+    for decl in node.named_children:
+        if decl.type == "variable_declarator":
+            value = decl.child_by_field_name("value")
+            if value is not None and value.type in ("arrow_function", "function_expression", "function"):
+                return value
+    return None
+
+
+def _definition(
+    node: Node, src: bytes, syntax: Syntax, language: str, member: bool = False, start: int | None = None
+) -> Definition | None:
+    kind = node.type
+    start = node.start_byte if start is None else start
+    rows = (node.start_point.row, node.end_point.row)
+    if kind in syntax.functions or (
+        kind in ("lexical_declaration", "variable_declaration")
+        and language in ("javascript", "typescript", "typescriptreact")
+        and _function_value(node) is not None
+    ):
+        target = _function_value(node) if kind in ("lexical_declaration", "variable_declaration") else node
+        body = target.child_by_field_name("body") if target is not None else None
+        if body is None:
+            header = _cap_lines(src[start : node.end_byte].decode("utf-8", "replace").rstrip(), 12)
+        else:
+            header = src[start : body.start_byte].decode("utf-8", "replace").rstrip()
+            if header.endswith("=>"):
+                header += " ..."
+            else:
+                header = _cap_lines(header, 12) + syntax.stub
+        name = _node_name(node, src)
+        return (
+            Definition(name, "function", start, node.end_byte, header, _indent_of(src, node), rows=rows)
+            if name
+            else None
+        )
+    if kind in syntax.containers:
+        body = node.child_by_field_name("body")
+        name = _node_name(node, src)
+        if body is None or not name:
+            return None
+        header = _cap_lines(src[start : body.start_byte].decode("utf-8", "replace").rstrip(), 6)
+        closer = ""
+        if syntax.braces:
+            header += " {"
+            closer = "}" + (";" if language == "cpp" else "")
+        defn = Definition(
+            name, "container", start, node.end_byte, header, _indent_of(src, node), closer=closer, rows=rows
+        )
+        for child, child_start in _walk_wrapped(body, syntax):
+            sub = _definition(child, src, syntax, language, member=True, start=child_start)
+            if sub is not None:
+                defn.members.append(sub)
+        return defn
+    is_data = kind in syntax.data or (member and kind in syntax.member_data)
+    if is_data:
+        text = src[start : node.end_byte].decode("utf-8", "replace")
+        if member and kind == "expression_statement" and ("\n" in text or not ("=" in text or ":" in text)):
+            return None
+        name = _node_name(node, src)
+        if not name:
+            return None
+        return Definition(
+            name, "data", start, node.end_byte, _cap_lines(text.rstrip(), 20), _indent_of(src, node), rows=rows
+        )
+    return None
+
+
+def _walk_wrapped(parent: Node, syntax: Syntax) -> Iterable[tuple[Node, int]]:
+    """(node, start byte) for the named children of `parent`, looking through wrapper nodes
+    (exports, decorators, templates, namespaces, #ifdef...). The start includes an `export` /
+    `declare` keyword but not decorators."""
+    for child in parent.named_children:
+        if child.type in syntax.wrappers:
+            inner = child.child_by_field_name("definition") or child.child_by_field_name("declaration")
+            if inner is not None and child.type in ("decorated_definition", "export_statement", "ambient_declaration"):
+                yield inner, (inner.start_byte if child.type == "decorated_definition" else child.start_byte)
+            else:
+                body = child.child_by_field_name("body")
+                yield from _walk_wrapped(body if body is not None else child, syntax)
+        else:
+            yield child, child.start_byte
+
+
+def index_file(
+    text: str, tree: Tree | None, language: str, src: bytes | None = None, chunk_lines: int = 30
+) -> FileIndex:
+    """Imports, definitions (with members) and identifier-tagged chunks of one file."""
+    syntax = SYNTAX.get(language)
+    if tree is None or syntax is None:
+        return FileIndex([], [], lambda: _line_chunks(text, language, chunk_lines))
+    src = src if src is not None else text.encode("utf-8")
+    imports: list[tuple[int, int, str]] = []
+    definitions: list[Definition] = []
+    for node, start in _walk_wrapped(tree.root_node, syntax):
+        if node.type in syntax.imports:
+            imports.append((node.start_byte, node.end_byte, _text(src, node).rstrip()))
+            continue
+        defn = _definition(node, src, syntax, language, start=start)
+        if defn is not None:
+            definitions.append(defn)
+    return FileIndex(imports, definitions, lambda: _chunks(tree, text, src, syntax, language, chunk_lines))
+
+
+def _line_chunks(text: str, language: str, size: int) -> list[Chunk]:
+    lines = text.split("\n")
+    out = []
+    for start in range(0, len(lines), size):
+        body = "\n".join(lines[start : start + size])
+        if body.strip():
+            out.append(Chunk(start, min(start + size, len(lines)) - 1, body, frozenset(identifiers(body, language))))
+    return out
+
+
+def _chunks(tree: Tree, text: str, src: bytes, syntax: Syntax, language: str, size: int) -> list[Chunk]:
+    """Top-level syntax units (a big container split into its members), packed into chunks of
+    at most `size` lines; units longer than that are cut into windows."""
+    units: list[tuple[int, int, bool]] = []  # (first row, last row, is a definition)
+    own_chunk = syntax.functions | syntax.containers | syntax.data | syntax.wrappers
+
+    def add(node: Node, depth: int = 0) -> None:
+        rows = node.end_point.row - node.start_point.row + 1
+        if rows > size and depth < 2 and (node.type in syntax.containers or node.type in syntax.wrappers):
+            body = node.child_by_field_name("body") or node
+            kids = list(body.named_children)
+            if kids:
+                units.append((node.start_point.row, kids[0].start_point.row - 1, False))
+                for kid in kids:
+                    add(kid, depth + 1)
+                return
+        units.append((node.start_point.row, node.end_point.row, node.type in own_chunk))
+
+    for node in tree.root_node.named_children:
+        add(node)
+    lines = text.split("\n")
+    out: list[Chunk] = []
+
+    def emit(a: int, b: int) -> None:
+        body = "\n".join(lines[a : b + 1])
+        if body.strip():
+            out.append(Chunk(a, b, body, frozenset(identifiers(body, language))))
+
+    cur: tuple[int, int] | None = None
+    for a, b, alone in units:
+        if b < a:
+            continue
+        if b - a + 1 > size:
+            if cur:
+                emit(*cur)
+                cur = None
+            for s in range(a, b + 1, size):
+                emit(s, min(s + size - 1, b))
+            continue
+        if alone:
+            if cur:
+                emit(*cur)
+                cur = None
+            emit(a, b)
+        elif cur and b - cur[0] + 1 <= size:
+            cur = (cur[0], b)
+        else:
+            if cur:
+                emit(*cur)
+            cur = (a, b)
+    if cur:
+        emit(*cur)
+    return out

@@ -1,0 +1,276 @@
+"""What the model sees for one completion request: FIM prefix/suffix windows within token
+budgets, with extra context prepended to the prefix — the file's imports, signatures of the
+definitions the cursor's scope refers to, and snippets of other open files ranked by identifier
+overlap with the cursor's surroundings, each tagged with its path in a comment.
+
+`cursor` arguments are `str` indices; offsets into source bytes are byte offsets (tree-sitter's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aigc_code.budget import ApproxTokens, Budget, TokenCounter
+from aigc_code.languages import comment_line
+from aigc_code.outline import Chunk, Definition, FileIndex, index_file
+from aigc_code.scope import enclosing_function, scope_text
+from aigc_code.snapshot import SourceFile, byte_len
+from aigc_code.syntax import SYNTAX, family, identifiers
+
+
+@dataclass
+class Section:
+    kind: str  # "imports" | "signatures" | "snippet"
+    path: str
+    text: str
+    tokens: int
+
+
+@dataclass
+class Prompt:
+    prefix: str  # extra context + prefix window
+    suffix: str
+    prefix_window: str
+    suffix_window: str
+    context: str = ""
+    sections: list[Section] = field(default_factory=list)
+
+    @property
+    def context_sections(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.sections:
+            out[s.kind] = out.get(s.kind, 0) + 1
+        return out
+
+
+def prefix_window(text: str, tokens: TokenCounter, max_tokens: int) -> str:
+    """The end of `text` within `max_tokens`, starting at a line boundary when cut."""
+    if max_tokens <= 0:
+        return ""
+    rough = text[-max_tokens * 8 :]
+    cut = tokens.truncate_left(rough, max_tokens)
+    if len(cut) < len(text):
+        nl = cut.find("\n")
+        if 0 <= nl < len(cut) - 1:
+            cut = cut[nl + 1 :]
+    return cut
+
+
+def suffix_window(text: str, tokens: TokenCounter, max_tokens: int) -> str:
+    """The start of `text` within `max_tokens`, ending at a line boundary when cut."""
+    if max_tokens <= 0:
+        return ""
+    rough = text[: max_tokens * 8]
+    cut = tokens.truncate_right(rough, max_tokens)
+    if len(cut) < len(text):
+        nl = cut.rfind("\n")
+        if nl > 0:
+            cut = cut[: nl + 1]
+    return cut
+
+
+@dataclass
+class _Room:
+    """What is left of the context budget while sections are chosen, and each file's header cost."""
+
+    tokens: TokenCounter
+    language: str
+    left: int
+    headers: dict[str, int] = field(default_factory=dict)
+
+    def cost(self, path: str, body: str) -> int:
+        if path not in self.headers:
+            self.headers[path] = self.tokens.count_tokens(comment_line(self.language, path)) + 1
+            extra = self.headers[path]
+        else:
+            extra = 0
+        return self.tokens.count_tokens(body) + 1 + extra
+
+
+def _default_index() -> Callable[[SourceFile], FileIndex]:
+    memo: dict[str, FileIndex] = {}
+
+    def index(f: SourceFile) -> FileIndex:
+        if f.path not in memo:
+            memo[f.path] = index_file(f.text, f.tree, f.language, f.source())
+        return memo[f.path]
+
+    return index
+
+
+def _import_section(doc: SourceFile, own: FileIndex, visible_start: int, room: _Room, budget: Budget) -> list[Section]:
+    """The file's imports that the prefix window cut off."""
+    imports = [t for (s, e, t) in own.imports if s < visible_start]
+    if not imports:
+        return []
+    body = "\n".join(imports)
+    cap = max(budget.context_tokens // 4, 1)
+    if room.tokens.count_tokens(body) > cap:
+        body = room.tokens.truncate_right(body, cap)
+        body = body[: body.rfind("\n")] if "\n" in body else ""
+    if not body.strip():
+        return []
+    c = room.cost(doc.path, body)
+    if c > room.left:
+        return []
+    room.left -= c
+    return [Section("imports", doc.path, body, c)]
+
+
+def _signature_candidates(doc, own, related, index, used, visible, enclosing):
+    """(last use in the scope, path, definition, container) for each name the scope uses."""
+    last_use = {name: i for i, name in enumerate(used)}
+    candidates: list[tuple[int, str, Definition, Definition | None]] = []
+    for f in [doc, *related]:
+        table = own.by_name() if f is doc else index(f).by_name()
+        for name, at in last_use.items():
+            for defn, parent in table.get(name, ()):
+                if f is doc and (visible[0] <= defn.start and defn.end <= visible[1]):
+                    continue  # already in the prompt
+                inside = enclosing is not None and defn.start <= enclosing.start_byte < defn.end
+                if f is doc and inside and defn.kind == "function":
+                    continue
+                candidates.append((at, f.path, defn, parent))
+    candidates.sort(key=lambda c: -c[0])
+    return candidates
+
+
+def _choose_signatures(candidates, room: _Room, cap: int) -> dict:
+    """Outlines of the definitions used, most recently used first, within `cap` tokens."""
+    chosen: dict[tuple[str, int], tuple[str, Definition, set[str] | None]] = {}
+    for _, path, defn, parent in candidates:
+        top = parent or defn
+        key = (path, top.start)
+        if key in chosen:
+            entry = chosen[key]
+            if entry[2] is not None and parent is not None:
+                entry[2].add(defn.name)
+            continue
+        only = {defn.name} if parent is not None else None
+        c = room.cost(path, top.outline(only=only))
+        if c > cap:
+            continue
+        cap -= c
+        room.left -= c
+        chosen[key] = (path, top, only)
+    return chosen
+
+
+def _snippet_sections(related, index, used, room: _Room) -> tuple[list[Section], list[tuple[str, Chunk]]]:
+    """Chunks of other open files, by identifier overlap (Jaccard) with the cursor's surroundings."""
+    near = set(used)
+    if not related or room.left <= 0 or not near:
+        return [], []
+    scored: list[tuple[float, str, Chunk]] = []
+    for f in related:
+        for chunk in index(f).chunks:
+            inter = len(near & chunk.idents) if chunk.idents else 0
+            if inter:
+                scored.append((inter / len(near | chunk.idents), f.path, chunk))
+    scored.sort(key=lambda s: -s[0])
+    sections, snippets = [], []
+    for score, path, chunk in scored[:8]:
+        if score < 0.05:
+            break
+        c = room.cost(path, chunk.text)
+        if c > room.left:
+            continue
+        room.left -= c
+        snippets.append((path, chunk))
+        sections.append(Section("snippet", path, chunk.text, c))
+    return sections, snippets
+
+
+def _retrieved_sections(retrieved: Sequence, window: str, room: _Room) -> list[Section]:
+    """Chunks of workspace files (the repository index), best first, not already in the prompt."""
+    sections = []
+    for chunk in retrieved:
+        text = chunk.text.rstrip("\n")
+        if not text.strip() or text in window:
+            continue
+        c = room.cost(chunk.path, text)
+        if c > room.left:
+            continue
+        room.left -= c
+        sections.append(Section("retrieved", chunk.path, text, c))
+    return sections
+
+
+def _signature_sections(chosen: dict, snippets: list[tuple[str, Chunk]], tokens: TokenCounter) -> list[Section]:
+    """Signatures grouped by file; one whose whole definition is in a chosen snippet would say it twice."""
+    by_path: dict[str, list[str]] = {}
+    for path, top, only in chosen.values():
+        if any(p == path and ch.start_line <= top.rows[0] and top.rows[1] <= ch.end_line for p, ch in snippets):
+            continue
+        by_path.setdefault(path, []).append(top.outline(only=only))
+    return [Section("signatures", path, "\n".join(b), tokens.count_tokens("\n".join(b))) for path, b in by_path.items()]
+
+
+_ORDER = {"retrieved": 0, "imports": 1, "signatures": 2, "snippet": 3}
+
+
+def _assemble(sections: list[Section], doc_path: str, language: str) -> str:
+    """The context text: one comment-headed group per file, other files first, this file last."""
+    paths = list(dict.fromkeys(s.path for s in sections if s.path != doc_path)) + [doc_path]
+    parts = []
+    for path in paths:
+        group = sorted((s for s in sections if s.path == path), key=lambda s: _ORDER[s.kind])
+        if group:
+            parts.append(comment_line(language, path) + "\n" + "\n".join(s.text.rstrip("\n") for s in group) + "\n")
+    if not any(s.path == doc_path for s in sections):
+        parts.append(comment_line(language, doc_path))
+    return "\n".join(parts) + "\n"
+
+
+def build_prompt(
+    doc: SourceFile,
+    cursor: int,
+    others: Sequence[SourceFile] = (),
+    tokens: TokenCounter | None = None,
+    budget: Budget = Budget(),
+    index: Callable[[SourceFile], FileIndex] | None = None,
+    retrieved: Sequence = (),
+    repo_format: str | None = None,
+) -> Prompt:
+    """FIM prefix/suffix for a cursor at `str` index `cursor` of `doc`, with extra context.
+
+    `index` maps a file to its `FileIndex` (the server passes a cache keyed by document
+    version); by default files are indexed afresh. `retrieved`: chunks of workspace files from
+    the repository index (objects with `path` and `text`), best first.
+    """
+    tokens = tokens or ApproxTokens()
+    index = index or _default_index()
+    text = doc.text
+    pre = prefix_window(text[:cursor], tokens, budget.prefix_tokens)
+    suf = suffix_window(text[cursor:], tokens, budget.suffix_tokens)
+    prompt = Prompt(prefix=pre, suffix=suf, prefix_window=pre, suffix_window=suf)
+    if budget.context_tokens <= 0 or doc.language not in SYNTAX:
+        return prompt
+
+    src = doc.source()
+    language = doc.language
+    offset = byte_len(text[:cursor])
+    visible = (offset - byte_len(pre), offset + byte_len(suf))
+    room = _Room(tokens, language, budget.context_tokens)
+    own = index(doc)
+    sections = _import_section(doc, own, visible[0], room, budget)
+    related = [o for o in others if family(o.language) == family(language) and o.path != doc.path]
+    if retrieved:  # the repository index's chunks take up to half of what is left
+        share = room.left // 2
+        retrieved_room = _Room(tokens, language, share, room.headers)
+        sections += _retrieved_sections(retrieved, pre + suf, retrieved_room)
+        room.left -= share - retrieved_room.left
+
+    used = identifiers(scope_text(doc.tree, src, offset, language), language)
+    enclosing = enclosing_function(doc.tree, offset, language, src)
+    candidates = _signature_candidates(doc, own, related, index, used, visible, enclosing)
+    chosen = _choose_signatures(candidates, room, room.left - budget.context_tokens // 4 if related else room.left)
+    snippet_sections, snippets = _snippet_sections(related, index, used, room)
+    sections += snippet_sections + _signature_sections(chosen, snippets, tokens)
+    if not sections:
+        return prompt
+    prompt.context = _assemble(sections, doc.path, language)
+    prompt.sections = sections
+    prompt.prefix = prompt.context + pre
+    return prompt
