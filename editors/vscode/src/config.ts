@@ -184,35 +184,62 @@ export interface ServerCommand {
 }
 
 /**
- * `aigc-code serve ...` command line for the given settings (stdio transport). The backend settings are
- * on the command line (not only in initializationOptions) so that `aigc-code serve ... --check` checks
- * exactly what the editor will use.
+ * `aigc-code serve ...` command line for the given settings (stdio transport). Only the launch settings go
+ * here (`--log-file`, `aigcCode.server.args`): the backend settings (model, adapter, backend, endpoint,
+ * device, FIM format) reach the server once, in `initializationOptions` (and later changes in
+ * `workspace/didChangeConfiguration`), so that each setting has one way in.
  */
 export function serverCommand(s: AigcSettings): ServerCommand {
     const args = ['serve'];
-    if (s.model) {
-        args.push('--model', s.model);
-    }
-    if (s.adapter) {
-        args.push('--adapter', s.adapter);
-    }
-    if (s.backend !== DEFAULTS.backend) {
-        args.push('--backend', s.backend);
-    }
-    if (s.endpoint) {
-        args.push('--endpoint', s.endpoint);
-    }
-    if (s.device) {
-        args.push('--device', s.device);
-    }
-    if (s.fimFormat) {
-        args.push('--fim-format', s.fimFormat);
-    }
     if (s.server.logFile) {
         args.push('--log-file', s.server.logFile);
     }
     args.push(...s.server.args);
     return { command: s.server.path, args };
+}
+
+/** `aigc-code serve --check ...`: checks the backend the editor's settings name (as command-line flags). */
+export function checkCommand(s: AigcSettings): ServerCommand {
+    const args = ['serve', '--check'];
+    const flags: [string, string][] = [
+        ['--model', s.model],
+        ['--adapter', s.adapter],
+        ['--backend', s.backend !== DEFAULTS.backend ? s.backend : ''],
+        ['--endpoint', s.endpoint],
+        ['--device', s.device],
+        ['--fim-format', s.fimFormat],
+    ];
+    for (const [flag, value] of flags) {
+        if (value) {
+            args.push(flag, value);
+        }
+    }
+    args.push(...s.server.args);
+    return { command: s.server.path, args };
+}
+
+/**
+ * The executable `command` names: a path (checked as it is) or a name looked up in `PATH`. `undefined`
+ * when there is none, so that a wrong `aigcCode.server.path` gives one clear error instead of a spawn error.
+ */
+export function findExecutable(command: string, pathVar: string | undefined, isExecutable: (p: string) => boolean): string | undefined {
+    if (!command) {
+        return undefined;
+    }
+    if (command.includes('/') || command.includes('\\')) {
+        return isExecutable(command) ? command : undefined;
+    }
+    const sep = process.platform === 'win32' ? ';' : ':';
+    const exts = process.platform === 'win32' ? ['', '.exe', '.cmd', '.bat'] : [''];
+    for (const dir of (pathVar ?? '').split(sep)) {
+        for (const ext of exts) {
+            const candidate = `${dir || '.'}/${command}${ext}`;
+            if (dir && isExecutable(candidate)) {
+                return candidate;
+            }
+        }
+    }
+    return undefined;
 }
 
 /** The settings object the server receives under the `aigcCode` key. */
@@ -257,7 +284,7 @@ export function initializationOptions(s: AigcSettings): Record<string, unknown> 
     return { aigcCode: serverSettings(s) };
 }
 
-/** True when a settings change needs the server process restarted (command line changed). */
+/** True when a settings change needs the server process restarted (command line or environment changed). */
 export function needsRestart(before: AigcSettings, after: AigcSettings): boolean {
     const a = serverCommand(before);
     const b = serverCommand(after);
@@ -267,6 +294,26 @@ export function needsRestart(before: AigcSettings, after: AigcSettings): boolean
         a.args.some((v, i) => v !== b.args[i]) ||
         JSON.stringify(before.server.env) !== JSON.stringify(after.server.env)
     );
+}
+
+export type ConfigAction = 'disable' | 'start' | 'restart' | 'notify' | 'none';
+
+/**
+ * What a configuration change (or Enable) must do, given the settings the running server was last given
+ * (`applied`; undefined when no server runs) and the new settings. Settings changed while completions were
+ * disabled are compared with `applied`, so they take effect on Enable.
+ */
+export function configAction(applied: AigcSettings | undefined, next: AigcSettings): ConfigAction {
+    if (!next.enable) {
+        return 'disable';
+    }
+    if (!applied) {
+        return 'start';
+    }
+    if (needsRestart(applied, next)) {
+        return 'restart';
+    }
+    return JSON.stringify(serverSettings(applied)) !== JSON.stringify(serverSettings(next)) ? 'notify' : 'none';
 }
 
 /** Whether completions should be offered for a document of this languageId. */

@@ -9,7 +9,9 @@
  */
 
 import { execFile } from 'child_process';
+import * as fs from 'fs';
 import * as os from 'os';
+import * as readline from 'readline';
 import * as vscode from 'vscode';
 import {
     DidChangeConfigurationNotification,
@@ -23,14 +25,17 @@ import {
 import {
     AigcSettings,
     SUPPORTED_LANGUAGES,
+    checkCommand,
+    configAction,
+    findExecutable,
     initializationOptions,
     languageEnabled,
-    needsRestart,
     normalizeSettings,
     serverCommand,
     serverSettings,
 } from './config';
-import { InlineItem, completionToInline } from './normalize';
+import { InlineItem, completionToInline, fitSelectedCompletion } from './normalize';
+import { serverLineRouter } from './serverlog';
 import {
     StatusState,
     backendState,
@@ -51,6 +56,8 @@ let statusItem: vscode.StatusBarItem;
 let output: vscode.LogOutputChannel;
 let fallbackProvider: vscode.Disposable | undefined;
 let starting: Promise<void> | undefined;
+/** The settings the running server was started with or last sent (undefined: no server). */
+let applied: AigcSettings | undefined;
 
 function readSettings(): AigcSettings {
     const cfg = vscode.workspace.getConfiguration(SECTION);
@@ -180,6 +187,44 @@ function registerCompletionFallback(c: LanguageClient): vscode.Disposable {
     });
 }
 
+/** While the suggest widget is open, only items that extend its selected item (else VS Code hides them). */
+function fitWidget(
+    result: vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined,
+    context: vscode.InlineCompletionContext,
+    document: vscode.TextDocument,
+    position: vscode.Position,
+): vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined {
+    const selected = context.selectedCompletionInfo;
+    if (!selected || !result) {
+        return result;
+    }
+    const items = Array.isArray(result) ? result : result.items;
+    const plain: InlineItem[] = [];
+    for (const it of items) {
+        if (typeof it.insertText !== 'string') {
+            continue; // snippets: not adjusted, not shown with the widget open
+        }
+        const r = it.range;
+        plain.push({
+            insertText: it.insertText,
+            isSnippet: false,
+            range: r ? { start: { line: r.start.line, character: r.start.character }, end: { line: r.end.line, character: r.end.character } } : undefined,
+        });
+    }
+    const sel = {
+        range: { start: { line: selected.range.start.line, character: selected.range.start.character }, end: { line: selected.range.end.line, character: selected.range.end.character } },
+        text: selected.text,
+    };
+    const pos = { line: position.line, character: position.character };
+    return fitSelectedCompletion(plain, sel, document.lineAt(position.line).text, pos).map(toVscodeItem);
+}
+
+/** Server stderr into the log at the level each line carries (not all as errors). */
+function pipeServerStderr(input: NodeJS.ReadableStream): void {
+    const route = serverLineRouter((level, text) => output[level](`server: ${text}`));
+    readline.createInterface({ input, crlfDelay: Infinity, terminal: false, historySize: 0 }).on('line', route);
+}
+
 function clientOptions(s: AigcSettings): LanguageClientOptions {
     return {
         documentSelector: SUPPORTED_LANGUAGES.flatMap((language) => [
@@ -188,9 +233,16 @@ function clientOptions(s: AigcSettings): LanguageClientOptions {
         ]),
         initializationOptions: initializationOptions(s),
         outputChannel: output,
+        stdioOptions: {
+            stdout: (input) => pipeServerStderr(input),
+            stderr: (input) => pipeServerStderr(input),
+        },
         middleware: {
             provideInlineCompletionItems: (document, position, context, token, next) =>
-                tracked(document, token, () => next(document, position, context, token)),
+                tracked(document, token, async () => {
+                    const result = await next(document, position, context, token);
+                    return fitWidget(result, context, document, position);
+                }),
             // The server also answers textDocument/completion (one preselected item); showing it in the
             // suggest widget on top of the ghost text is opt-in.
             provideCompletionItem: (document, position, context, token, next) => {
@@ -220,7 +272,10 @@ async function followBackend(c: LanguageClient): Promise<void> {
         try {
             status = await c.sendRequest(STATUS_REQUEST, null);
         } catch {
-            return; // a server without aigcCode/status
+            if (client === c && seq === followSeq && state.kind === 'starting') {
+                setState(withKind(state, settings.enable ? 'ready' : 'disabled')); // a server without aigcCode/status
+            }
+            return;
         }
         if (client !== c || seq !== followSeq) {
             return;
@@ -252,22 +307,28 @@ async function startClient(): Promise<void> {
     }
     const s = settings;
     const cmd = serverCommand(s);
+    const env = { ...process.env, ...s.server.env };
+    if (!findExecutable(cmd.command, env.PATH, isExecutable)) {
+        reportStartFailure(cmd.command, `${cmd.command} not found`, 'not found');
+        return;
+    }
     const serverOptions: ServerOptions = {
         command: cmd.command,
         args: cmd.args,
-        options: { env: { ...process.env, ...s.server.env } },
+        options: { env },
     };
     output.info(`starting: ${cmd.command} ${cmd.args.join(' ')}`);
     setState({ ...withKind(state, 'starting'), detail: detail(s) });
     const c = new LanguageClient(SECTION, 'aigc-code', serverOptions, clientOptions(s));
     client = c;
+    applied = s;
     c.onDidChangeState((e) => {
         if (client !== c) {
             return;
         }
         if (e.newState === State.Running) {
-            // also after the client restarted a crashed server
-            setState(withKind(state, settings.enable ? 'ready' : 'disabled'));
+            // also after the client restarted a crashed server: "ready" only once the model has loaded
+            setState(withKind(state, settings.enable ? 'starting' : 'disabled'));
             void followBackend(c);
         } else if (e.newState === State.Stopped && state.kind !== 'error') {
             setState(withKind(state, 'stopped'));
@@ -282,33 +343,43 @@ async function startClient(): Promise<void> {
                 fallbackProvider = registerCompletionFallback(c);
             }
         } catch (e) {
-            const msg = errorMessage(e);
-            output.error(`could not start the server: ${msg}`);
-            setState(withKind(state, 'error', `Server failed to start: ${msg}`));
             if (client === c) {
                 client = undefined;
+                applied = undefined;
             }
             void c.dispose().catch(() => undefined);
-            // not awaited: a restart must not wait for the user to close the notification
-            void vscode.window
-                .showErrorMessage(
-                    `aigc-code: could not start "${cmd.command}" (${msg}). Is aigc-code installed and ` +
-                        '`aigcCode.server.path` correct?',
-                    'Show Log',
-                    'Open Settings',
-                )
-                .then((pick) => {
-                    if (pick === 'Show Log') {
-                        output.show(true);
-                    } else if (pick === 'Open Settings') {
-                        void vscode.commands.executeCommand('workbench.action.openSettings', SECTION);
-                    }
-                });
+            reportStartFailure(cmd.command, errorMessage(e), 'failed');
         } finally {
             starting = undefined;
         }
     })();
     return starting;
+}
+
+function isExecutable(p: string): boolean {
+    try {
+        fs.accessSync(p, fs.constants.X_OK);
+        return fs.statSync(p).isFile();
+    } catch {
+        return false;
+    }
+}
+
+/** The one error notification for a server that cannot start (a missing executable is caught before spawning it). */
+function reportStartFailure(command: string, msg: string, why: 'not found' | 'failed'): void {
+    output.error(`could not start the server: ${msg}`);
+    setState(withKind(state, 'error', `Server ${why === 'not found' ? 'not found' : 'failed to start'}: ${msg}`));
+    const text = why === 'not found'
+        ? `aigc-code: the server executable "${command}" was not found. Set \`aigcCode.server.path\` to your aigc-code (e.g. /path/to/venv/bin/aigc-code).`
+        : `aigc-code: could not start "${command}" (${msg}). Is aigc-code installed and \`aigcCode.server.path\` correct?`;
+    // not awaited: a restart must not wait for the user to close the notification
+    void vscode.window.showErrorMessage(text, 'Show Log', 'Open Settings').then((pick) => {
+        if (pick === 'Show Log') {
+            output.show(true);
+        } else if (pick === 'Open Settings') {
+            void vscode.commands.executeCommand('workbench.action.openSettings', SECTION);
+        }
+    });
 }
 
 async function stopClient(): Promise<void> {
@@ -319,6 +390,7 @@ async function stopClient(): Promise<void> {
     fallbackProvider = undefined;
     const c = client;
     client = undefined;
+    applied = undefined;
     if (c) {
         try {
             await c.stop(5000);
@@ -344,31 +416,35 @@ async function setEnabled(enable: boolean): Promise<void> {
 }
 
 async function onConfigurationChanged(): Promise<void> {
-    const before = settings;
     settings = readSettings();
-    if (!settings.enable) {
+    const action = configAction(client ? applied : undefined, settings);
+    if (action === 'disable') {
         setState({ ...withKind(state, 'disabled'), detail: detail(settings) });
         return;
     }
-    if (!client || needsRestart(before, settings)) {
+    if (action === 'start' || action === 'restart') {
         await restartClient();
         return;
     }
-    if (!before.enable) {
-        setState({ ...withKind(state, 'ready'), detail: detail(settings) });
+    if (state.kind === 'disabled') {
+        void followBackend(client!); // back on: "ready" once the server says its model is loaded
+        setState({ ...withKind(state, 'starting'), detail: detail(settings) });
     } else {
         setState({ ...state, detail: detail(settings) });
     }
-    if (client.state === State.Running) {
+    if (action === 'notify' && client && client.state === State.Running) {
+        applied = settings;
+        output.info('sending the changed settings to the server');
         await client.sendNotification(DidChangeConfigurationNotification.type, {
             settings: { [SECTION]: serverSettings(settings) },
         });
+        void followBackend(client); // a new model loads in the background
     }
 }
 
 function checkServer(): void {
-    const cmd = serverCommand(settings);
-    const args = [...cmd.args, '--check'];
+    const cmd = checkCommand(settings);
+    const args = cmd.args;
     output.info(`${cmd.command} ${args.join(' ')}`);
     output.show(true);
     execFile(cmd.command, args, { env: { ...process.env, ...settings.server.env }, timeout: 300000 }, (err, stdout, stderr) => {

@@ -216,3 +216,37 @@ export function visibleSuffix(item: InlineItem, typedBeforeCursor: string, posit
     }
     return item.insertText.slice(already.length);
 }
+
+/**
+ * Keep only what VS Code can show while the suggest widget is open (`context.selectedCompletionInfo`):
+ * VS Code hides an inline suggestion that does not extend the widget's selected item. An item that does
+ * (the typed text from `selected.range.start` plus the item's text starts with `selected.text`) is
+ * returned with its range widened to start where the selected item's range starts, so that accepting it
+ * replaces the same text the widget would; the others are dropped (never shown, never taking Tab).
+ * `lineText` is the cursor's line.
+ */
+export function fitSelectedCompletion(items: InlineItem[], selected: { range: Rng; text: string } | undefined, lineText: string, position: Pos): InlineItem[] {
+    if (!selected) {
+        return items;
+    }
+    const start = selected.range.start;
+    if (start.line !== position.line || start.character > position.character) {
+        return [];
+    }
+    const typed = lineText.slice(start.character, position.character);
+    const out: InlineItem[] = [];
+    for (const item of items) {
+        const itemStart = item.range ? item.range.start : position;
+        if (item.isSnippet || itemStart.line !== position.line || itemStart.character < start.character) {
+            continue;
+        }
+        // the text from the selected item's start to the cursor, then the item's replacement
+        const full = lineText.slice(start.character, itemStart.character) + item.insertText;
+        if (!full.startsWith(selected.text) || full.length <= Math.max(selected.text.length, typed.length)) {
+            continue;
+        }
+        const end = item.range ? item.range.end : position;
+        out.push({ ...item, insertText: full, range: { start: { ...start }, end: { ...end } } });
+    }
+    return out;
+}

@@ -6,7 +6,10 @@ import * as path from 'node:path';
 import {
     DEFAULTS,
     SUPPORTED_LANGUAGES,
+    checkCommand,
+    configAction,
     expandPath,
+    findExecutable,
     initializationOptions,
     languageEnabled,
     needsRestart,
@@ -26,7 +29,7 @@ test('defaults: plain `aigc-code serve`', () => {
     });
 });
 
-test('model, adapter, backend, log file and extra args become the command line', () => {
+test('each setting reaches the server once: backend settings only in initializationOptions', () => {
     const s = normalizeSettings({
         'server.path': '/opt/venv/bin/aigc-code',
         'server.args': ['--verbose', 7, ''],
@@ -37,20 +40,22 @@ test('model, adapter, backend, log file and extra args become the command line',
     });
     assert.deepEqual(serverCommand(s), {
         command: '/opt/venv/bin/aigc-code',
-        args: [
-            'serve',
-            '--model', '/models/tiny',
-            '--adapter', '/adapters/mine',
-            '--backend', 'openai',
-            '--log-file', '/tmp/aigc.log',
-            '--verbose',
-        ],
+        args: ['serve', '--log-file', '/tmp/aigc.log', '--verbose'],
     });
+    const opts = initializationOptions(s).aigcCode as Record<string, unknown>;
+    assert.equal(opts.model, '/models/tiny');
+    assert.equal(opts.adapter, '/adapters/mine');
+    assert.equal(opts.backend, 'openai');
+    // `--check` gets them as flags: it checks exactly what the editor will use
+    assert.deepEqual(checkCommand(s).args, [
+        'serve', '--check', '--model', '/models/tiny', '--adapter', '/adapters/mine', '--backend', 'openai', '--verbose',
+    ]);
 });
 
 test('nested configuration objects are read like flattened keys', () => {
     const s = normalizeSettings({ server: { path: 'x-code', args: ['--a'] }, model: 'm' });
-    assert.deepEqual(serverCommand(s), { command: 'x-code', args: ['serve', '--model', 'm', '--a'] });
+    assert.deepEqual(serverCommand(s), { command: 'x-code', args: ['serve', '--a'] });
+    assert.deepEqual(checkCommand(s).args, ['serve', '--check', '--model', 'm', '--a']);
 });
 
 test('paths expand ~ and ${env:..}; blanks fall back to defaults', () => {
@@ -89,10 +94,11 @@ test('invalid values are clamped or dropped', () => {
     assert.equal(normalizeSettings({ maxNewTokens: 12.6 }).maxNewTokens, 13);
 });
 
-test('openai backend: endpoint on the command line too (for --check)', () => {
+test('openai backend: endpoint on the --check command line, not the server command line', () => {
     const s = normalizeSettings({ backend: 'openai', endpoint: 'http://gpu:8000/v1', model: 'qwen-coder' });
-    assert.deepEqual(serverCommand(s).args, [
-        'serve', '--model', 'qwen-coder', '--backend', 'openai', '--endpoint', 'http://gpu:8000/v1',
+    assert.deepEqual(serverCommand(s).args, ['serve']);
+    assert.deepEqual(checkCommand(s).args, [
+        'serve', '--check', '--model', 'qwen-coder', '--backend', 'openai', '--endpoint', 'http://gpu:8000/v1',
     ]);
 });
 
@@ -121,7 +127,8 @@ test('server settings carry the generation options under aigcCode', () => {
 test('restart only when the command line or environment changes', () => {
     const a = normalizeSettings({ model: 'a' });
     assert.equal(needsRestart(a, normalizeSettings({ model: 'a', temperature: 0.5 })), false);
-    assert.equal(needsRestart(a, normalizeSettings({ model: 'b' })), true);
+    assert.equal(needsRestart(a, normalizeSettings({ model: 'b' })), false, 'a new model is sent, not restarted');
+    assert.equal(needsRestart(a, normalizeSettings({ model: 'a', 'server.path': '/x/aigc-code' })), true);
     assert.equal(needsRestart(a, normalizeSettings({ model: 'a', 'server.args': ['--x'] })), true);
     assert.equal(needsRestart(a, normalizeSettings({ model: 'a', 'server.env': { K: 'v' } })), true);
     assert.equal(needsRestart(a, normalizeSettings({ model: 'a', enable: false })), false);
@@ -166,7 +173,8 @@ test('device, apiKey, fimFormat and pass-through server settings', () => {
         backend: 'openai',
         serverSettings: { topP: 0.9, timeBudgetMs: 500, backend: 'local' },
     });
-    assert.deepEqual(serverCommand(s).args, ['serve', '--backend', 'openai', '--device', 'cpu', '--fim-format', 'suffix']);
+    assert.deepEqual(serverCommand(s).args, ['serve']);
+    assert.deepEqual(checkCommand(s).args, ['serve', '--check', '--backend', 'openai', '--device', 'cpu', '--fim-format', 'suffix']);
     const out = serverSettings(s);
     assert.equal(out.topP, 0.9);
     assert.equal(out.timeBudgetMs, 500);
@@ -175,4 +183,32 @@ test('device, apiKey, fimFormat and pass-through server settings', () => {
     assert.equal(out.fimFormat, 'suffix');
     assert.equal(out.device, 'cpu');
     assert.deepEqual(normalizeSettings({ serverSettings: [1] }).extra, {});
+});
+
+test('no setting is machine-scoped: User settings apply in remote windows (code-server, SSH, WSL)', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8'));
+    for (const [key, prop] of Object.entries(pkg.contributes.configuration.properties as Record<string, { scope?: string }>)) {
+        assert.ok(prop.scope !== 'machine' && prop.scope !== 'machine-overridable', `${key} has scope ${prop.scope}`);
+    }
+});
+
+test('settings changed while disabled are applied on Enable', () => {
+    const running = normalizeSettings({ 'server.path': '/a/aigc-code', model: 'm1' });
+    // while disabled: any change just keeps completions off
+    assert.equal(configAction(running, normalizeSettings({ enable: false, model: 'm2' })), 'disable');
+    // Enable: compared with what the running server was given, not with the disabled-time settings
+    assert.equal(configAction(running, normalizeSettings({ 'server.path': '/a/aigc-code', model: 'm2' })), 'notify');
+    assert.equal(configAction(running, normalizeSettings({ 'server.path': '/b/aigc-code', model: 'm1' })), 'restart');
+    assert.equal(configAction(running, normalizeSettings({ 'server.path': '/a/aigc-code', model: 'm1' })), 'none');
+    assert.equal(configAction(undefined, running), 'start');
+});
+
+test('findExecutable: paths as they are, names through PATH', () => {
+    const present = new Set(['/usr/bin/aigc-code', '/opt/v/bin/aigc-code']);
+    const isExe = (p: string) => present.has(p);
+    assert.equal(findExecutable('aigc-code', '/nope:/usr/bin', isExe), '/usr/bin/aigc-code');
+    assert.equal(findExecutable('aigc-code', '/nope', isExe), undefined);
+    assert.equal(findExecutable('/opt/v/bin/aigc-code', '', isExe), '/opt/v/bin/aigc-code');
+    assert.equal(findExecutable('/missing/aigc-code', '/usr/bin', isExe), undefined);
+    assert.equal(findExecutable('', '/usr/bin', isExe), undefined);
 });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { completionToInline, normalizeInlineResponse, rangeContains, visibleSuffix } from '../normalize';
+import { completionToInline, fitSelectedCompletion, normalizeInlineResponse, rangeContains, visibleSuffix } from '../normalize';
 
 const pos = { line: 3, character: 8 };
 const r = (l1: number, c1: number, l2: number, c2: number) => ({
@@ -90,4 +90,19 @@ test('visible suffix after the typed prefix', () => {
     assert.equal(visibleSuffix({ insertText: 'return 1', isSnippet: false, range: r(3, 4, 3, 8) }, line, pos), 'rn 1');
     assert.equal(visibleSuffix({ insertText: 'pass', isSnippet: false, range: r(3, 4, 3, 8) }, line, pos), undefined);
     assert.equal(visibleSuffix({ insertText: 'x = 1', isSnippet: false }, line, pos), 'x = 1');
+});
+
+test('suggest widget open: only items extending its selected item, widened to its range', () => {
+    // `cons|` with the widget's `console` selected (range = the typed word)
+    const line = 'cons';
+    const pos = { line: 0, character: 4 };
+    const selected = { range: { start: { line: 0, character: 0 }, end: { line: 0, character: 4 } }, text: 'console' };
+    const extend = { insertText: 'ole.log(x);', isSnippet: false, range: { start: pos, end: pos } };
+    const other = { insertText: 't x = 1;', isSnippet: false, range: { start: pos, end: pos } };
+    const out = fitSelectedCompletion([extend, other], selected, line, pos);
+    assert.deepEqual(out, [{ insertText: 'console.log(x);', isSnippet: false, range: { start: { line: 0, character: 0 }, end: pos } }]);
+    // without the widget nothing changes
+    assert.deepEqual(fitSelectedCompletion([extend, other], undefined, line, pos), [extend, other]);
+    // an item that equals the selected item adds nothing: dropped
+    assert.deepEqual(fitSelectedCompletion([{ insertText: 'ole', isSnippet: false }], selected, line, pos), []);
 });
