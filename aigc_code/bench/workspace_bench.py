@@ -1,0 +1,163 @@
+"""Measure the workspace index on a real folder: build time and memory, query latency, copy quality.
+
+`run(root)` builds a `WorkspaceIndex` over `root` and times copy-candidate lookups and chunk
+retrieval at random cursor positions. `heldout(root)` measures copy candidates alone on held-out
+code: it copies the folder's source files under a scratch directory, removes one line from each of N
+files there, indexes the copy and counts how often the top candidate equals the removed line (cursor
+after the line's indentation). Usage: `python -m aigc_code.bench.workspace_bench ROOT [--heldout N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aigc_code.workspace import IndexLimits, WorkspaceIndex
+
+
+def _rss_kb(field: str = "VmRSS") -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cursor_positions(index: WorkspaceIndex, n: int, rng: random.Random) -> list[tuple[str, str, int]]:
+    """(path, text, offset) at the indentation end of random non-blank lines of indexed files."""
+    docs = list(index._docs.values())
+    out = []
+    for _ in range(n * 3):
+        if len(out) >= n or not docs:
+            break
+        doc = rng.choice(docs)
+        lines = doc.text.split("\n")
+        number = rng.randrange(len(lines))
+        line = lines[number]
+        if not line.strip():
+            continue
+        offset = int(doc.line_starts[number]) + len(line) - len(line.lstrip())
+        out.append((doc.path, doc.text, offset))
+    return out
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50_ms": None, "p95_ms": None}
+    arr = np.asarray(values) * 1000
+    return {"p50_ms": round(float(np.percentile(arr, 50)), 3), "p95_ms": round(float(np.percentile(arr, 95)), 3)}
+
+
+def run(root: str | Path, queries: int = 200, seed: int = 0, limits: IndexLimits = IndexLimits()) -> dict:
+    """Build the index over `root`, then time `queries` copy lookups and retrievals; prints and returns."""
+    gc.collect()
+    rss0, hwm0 = _rss_kb(), _rss_kb("VmHWM")
+    index = WorkspaceIndex([root], limits)
+    report = index.build()
+    gc.collect()
+    result = {
+        "root": str(root),
+        "build_seconds": report["seconds"],
+        "files": report["files"],
+        "bytes": report["bytes"],
+        "skipped": report["skipped"],
+        "rss_delta_mb": round((_rss_kb() - rss0) / 1024, 1),
+        "peak_rss_delta_mb": round(max(0, _rss_kb("VmHWM") - max(hwm0, rss0)) / 1024, 1),
+        "index_arrays_mb": round((index.stats()["line_index_bytes"] + index.stats()["block_index_bytes"]) / 2**20, 1),
+    }
+    positions = _cursor_positions(index, queries, random.Random(seed))
+    copy_times, retrieve_times = [], []
+    for path, text, offset in positions:
+        before, after = text[:offset], text[offset:]
+        t0 = time.perf_counter()
+        index.copy_candidates(path, before, after)
+        t1 = time.perf_counter()
+        window = before[-1500:]
+        index.retrieve(path, "", window, exclude=window)
+        t2 = time.perf_counter()
+        copy_times.append(t1 - t0)
+        retrieve_times.append(t2 - t1)
+    result["copy"] = _percentiles(copy_times)
+    result["retrieve"] = _percentiles(retrieve_times)
+    result["queries"] = len(positions)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def _pick_line(lines: list[str], rng: random.Random) -> int | None:
+    choices = [i for i, line in enumerate(lines) if len(line.strip()) >= 2 and i > 0]
+    return rng.choice(choices) if choices else None
+
+
+def heldout(root: str | Path, n: int = 200, seed: int = 0, scratch: str | None = None) -> dict:
+    """Top-1 copy-candidate exact match on one removed line in each of `n` files of a copy of `root`."""
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="ws-heldout-") as tmp:
+        copy_root = Path(tmp) / "repo"
+        shutil.copytree(root, copy_root, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        probe = WorkspaceIndex([copy_root])
+        probe.build()
+        paths = sorted(probe._by_path)
+        rng.shuffle(paths)
+        cases = []
+        for path in paths[:n]:
+            text = Path(path).read_text(encoding="utf-8")
+            lines = text.split("\n")
+            number = _pick_line(lines, rng)
+            if number is None:
+                continue
+            removed = lines[number]
+            Path(path).write_text("\n".join(lines[:number] + lines[number + 1 :]), encoding="utf-8")
+            indent = removed[: len(removed) - len(removed.lstrip())]
+            before = "\n".join(lines[:number]) + "\n" + indent
+            after = "\n" + "\n".join(lines[number + 1 :])
+            cases.append((path, before, after, removed.strip()))
+        index = WorkspaceIndex([copy_root])
+        index.build()
+        hits = proposed = 0
+        for path, before, after, answer in cases:
+            found = index.copy_candidates(path, before, after, max_candidates=1)
+            proposed += bool(found)
+            hits += bool(found) and found[0].text == answer
+    result = {
+        "root": str(root),
+        "cases": len(cases),
+        "exact": hits,
+        "exact_rate": round(hits / max(1, len(cases)), 3),
+        "proposed": proposed,
+        "precision": round(hits / max(1, proposed), 3),
+    }
+    print(json.dumps(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workspace_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("roots", nargs="+")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--heldout", type=int, default=0, help="also measure copy exact match on N held-out lines")
+    args = parser.parse_args(argv)
+    for root in args.roots:
+        if not Path(root).is_dir():
+            print(f"error: not a folder: {root}", file=sys.stderr)
+            return 1
+        if args.heldout:
+            heldout(root, args.heldout)
+        else:
+            run(root, args.queries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Copy candidates: the rest of the line that followed the same code elsewhere.
+
+Every indexed file is reduced to its non-blank lines, each stripped of surrounding whitespace and
+hashed to 32 bits. A `LineSegment` holds those hashes for a batch of files, in file order, plus a
+sorted copy for lookups (an inverted index: hash -> positions). A query takes the stripped line just
+above the cursor, finds every position where it occurs (in the indexed files and in the editor
+buffer itself, whose own disk copy is ignored), extends each match backwards over earlier lines and
+forwards over the lines after the cursor (vectorised over all occurrences at once), and proposes the
+line that followed each occurrence, minus what is already typed. Candidates are ranked by matched
+characters, then by how many occurrences agree (votes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+HASH_MASK = 0xFFFFFFFF
+SENTINEL = 0  # the cursor line in a buffer; real line hashes that happen to be 0 become 1
+MAX_BACK = 24  # lines of context compared before the cursor
+MAX_FORWARD = 8  # lines compared after the cursor
+MAX_EXAMINED = 400  # occurrences whose text is looked at, best first
+BUFFER_WINDOW = 3000  # lines of the buffer around the cursor that are searched
+INDENT_BONUS = 8  # characters credited when the indentation step matches the buffer's
+
+
+@dataclass
+class CopyCandidate:
+    """`text` is inserted at the cursor (the rest of the current line, without any closing text that is
+    already after the cursor); `line_text` is the whole rest of the source line; `source` is the path of
+    the best occurrence ("" for the buffer itself); `match_chars` counts the whitespace-normalised
+    characters that matched around the cursor; `votes` how many occurrences proposed this text."""
+
+    text: str
+    votes: int
+    match_chars: int
+    source: str
+    line_text: str = ""
+    match_lines: int = 0
+
+
+def line_hash(stripped: str) -> int:
+    h = hash(stripped) & HASH_MASK
+    return h or 1
+
+
+def split_lines(text: str) -> list[str]:
+    return text.split("\n")
+
+
+def nonblank(lines: list[str]) -> tuple[list[int], list[int], list[int]]:
+    """(line numbers, hashes, indents) of the non-blank lines."""
+    numbers, hashes, indents = [], [], []
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped:
+            numbers.append(number)
+            hashes.append(line_hash(stripped))
+            indents.append(min(len(line) - len(line.lstrip()), 255))
+    return numbers, hashes, indents
+
+
+@dataclass
+class FileLines:
+    """What a file contributes to a `LineSegment` (built once per file version)."""
+
+    fid: int
+    numbers: np.ndarray  # int32 line number of each non-blank line
+    hashes: np.ndarray  # uint32
+    indents: np.ndarray  # uint8
+
+
+def file_lines(fid: int, lines: list[str]) -> FileLines:
+    numbers, hashes, indents = nonblank(lines)
+    return FileLines(
+        fid,
+        np.asarray(numbers, dtype=np.int32),
+        np.asarray(hashes, dtype=np.uint32),
+        np.asarray(indents, dtype=np.uint8),
+    )
+
+
+class LineSegment:
+    """Immutable: the non-blank line hashes of some files, contiguous per file, with a sorted index."""
+
+    def __init__(self, hashes: np.ndarray, fids: np.ndarray, numbers: np.ndarray, indents: np.ndarray):
+        self.hashes, self.fids, self.numbers, self.indents = hashes, fids, numbers, indents
+        self.order = np.argsort(hashes, kind="stable").astype(np.int32)
+        self.sorted = hashes[self.order]
+
+    @classmethod
+    def from_files(cls, files: list[FileLines]) -> LineSegment:
+        if not files:
+            return cls(*(np.zeros(0, dtype=t) for t in (np.uint32, np.int32, np.int32, np.uint8)))
+        return cls(
+            np.concatenate([f.hashes for f in files]),
+            np.concatenate([np.full(len(f.hashes), f.fid, dtype=np.int32) for f in files]),
+            np.concatenate([f.numbers for f in files]),
+            np.concatenate([f.indents for f in files]),
+        )
+
+    @classmethod
+    def merge(cls, segments: list[LineSegment], alive: np.ndarray) -> LineSegment:
+        """One segment with the live lines of `segments` (dead files dropped)."""
+        parts = [(s.hashes, s.fids, s.numbers, s.indents) for s in segments if len(s)]
+        if not parts:
+            return cls.from_files([])
+        hashes, fids, numbers, indents = (np.concatenate(p) for p in zip(*parts, strict=True))
+        keep = alive[fids] if len(fids) else np.zeros(0, dtype=bool)
+        return cls(hashes[keep], fids[keep], numbers[keep], indents[keep])
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.hashes, self.fids, self.numbers, self.indents, self.order, self.sorted))
+
+    def lookup(self, h: int) -> np.ndarray:
+        lo = np.searchsorted(self.sorted, h, side="left")
+        hi = np.searchsorted(self.sorted, h, side="right")
+        return self.order[lo:hi]
+
+
+@dataclass
+class CursorContext:
+    """The buffer around the cursor, whitespace-normalised, as the matcher needs it."""
+
+    typed: str  # current line before the cursor, left-stripped
+    rest: str  # current line after the cursor
+    back: np.ndarray  # uint32 hashes of the non-blank lines above, nearest first
+    back_chars: np.ndarray  # cumulative stripped lengths of those lines (back_chars[k] = first k lines)
+    forward: np.ndarray  # uint32 hashes of the non-blank lines below, nearest first
+    forward_chars: np.ndarray
+    indent_step: int  # indentation of the cursor line minus that of the line above
+    next_line: str  # first non-blank line below the cursor, stripped
+    buffer: LineSegment  # the buffer itself as a searchable source (the cursor line is SENTINEL)
+    buffer_lines: list[str]  # line text of each buffer position
+
+
+def cursor_context(before: str, after: str) -> CursorContext | None:
+    above = split_lines(before)
+    current = above.pop()
+    below = split_lines(after)
+    rest = below.pop(0)
+    above, below = above[-BUFFER_WINDOW:], below[:BUFFER_WINDOW]
+    a_num, a_hash, a_ind = nonblank(above)
+    b_num, b_hash, b_ind = nonblank(below)
+    if not a_hash:
+        return None
+    back = np.asarray(a_hash[::-1][:MAX_BACK], dtype=np.uint32)
+    back_len = [len(above[n].strip()) for n in a_num[::-1][:MAX_BACK]]
+    fwd = np.asarray(b_hash[:MAX_FORWARD], dtype=np.uint32)
+    fwd_len = [len(below[n].strip()) for n in b_num[:MAX_FORWARD]]
+    indent = len(current) - len(current.lstrip())
+    segment = LineSegment(
+        np.asarray(a_hash + [SENTINEL] + b_hash, dtype=np.uint32),
+        np.full(len(a_hash) + 1 + len(b_hash), -1, dtype=np.int32),
+        np.arange(len(a_hash) + 1 + len(b_hash), dtype=np.int32),
+        np.asarray(a_ind + [min(indent, 255)] + b_ind, dtype=np.uint8),
+    )
+    lines = [above[n] for n in a_num] + [current] + [below[n] for n in b_num]
+    return CursorContext(
+        typed=current.lstrip(),
+        rest=rest,
+        back=back,
+        back_chars=np.concatenate([[0], np.cumsum(back_len)]).astype(np.int64),
+        forward=fwd,
+        forward_chars=np.concatenate([[0], np.cumsum(fwd_len)]).astype(np.int64),
+        indent_step=indent - a_ind[-1],
+        next_line=below[b_num[0]].strip() if b_num else "",
+        buffer=segment,
+        buffer_lines=lines,
+    )
+
+
+@dataclass
+class Occurrences:
+    """Matches of the context in one segment: the position of the proposed line and the match size."""
+
+    segment: LineSegment
+    cand: np.ndarray  # positions of the proposed lines
+    back: np.ndarray  # lines matched above
+    forward: np.ndarray  # lines matched below
+    score: np.ndarray  # matched characters (+ indentation bonus)
+
+
+def match_segment(segment: LineSegment, ctx: CursorContext, alive: np.ndarray | None) -> Occurrences | None:
+    pos = segment.lookup(int(ctx.back[0]))
+    if len(pos) == 0:
+        return None
+    n = len(segment)
+    fids = segment.fids
+    cand = pos + 1
+    ok = cand < n
+    pos, cand = pos[ok], cand[ok]
+    ok = (fids[cand] == fids[pos]) & (segment.hashes[cand] != SENTINEL)
+    if alive is not None:
+        ok &= alive[fids[pos]]
+    pos, cand = pos[ok], cand[ok]
+    if len(pos) == 0:
+        return None
+    back = _extend(segment, pos, ctx.back, -1)
+    forward = _extend(segment, cand, ctx.forward, +1) if len(ctx.forward) else np.zeros(len(cand), dtype=np.int64)
+    step = segment.indents[cand].astype(np.int64) - segment.indents[pos].astype(np.int64)
+    score = ctx.back_chars[back] + ctx.forward_chars[forward] + INDENT_BONUS * (step == ctx.indent_step)
+    return Occurrences(segment, cand, back, forward, score)
+
+
+def _extend(segment: LineSegment, start: np.ndarray, wanted: np.ndarray, direction: int) -> np.ndarray:
+    """How many of `wanted` match going from `start` in `direction` (start itself is wanted[0] when going
+    back; going forward, wanted[0] is compared with the line after `start`). Vectorised, stops early."""
+    n = len(segment)
+    matched = np.ones(len(start), dtype=np.int64) if direction < 0 else np.zeros(len(start), dtype=np.int64)
+    first = 1 if direction < 0 else 0
+    live = np.arange(len(start))
+    fid = segment.fids[start]
+    for i in range(first, len(wanted)):
+        q = start[live] + direction * (i + (0 if direction < 0 else 1))
+        inside = (q >= 0) & (q < n)
+        qs = np.where(inside, q, 0)
+        ok = inside & (segment.fids[qs] == fid[live]) & (segment.hashes[qs] == wanted[i])
+        live = live[ok]
+        if len(live) == 0:
+            break
+        matched[live] += 1
+    return matched
+
+
+def continuation(line: str, ctx: CursorContext) -> str:
+    """The text to insert for a proposed source `line`, or "" when it does not fit the cursor."""
+    stripped = line.strip()
+    if not line.lstrip().startswith(ctx.typed):
+        return ""
+    text = line.lstrip()[len(ctx.typed) :].rstrip()
+    rest = ctx.rest.strip()
+    if rest and text.endswith(rest):
+        text = text[: len(text) - len(rest)].rstrip() if text != rest else ""
+    if not text.strip():
+        return ""
+    if not rest and not ctx.typed and stripped == ctx.next_line:
+        return ""  # would only repeat the line below the cursor
+    return text
+
+
+def rank(
+    found: list[Occurrences],
+    ctx: CursorContext,
+    line_text: Callable[[LineSegment, int], tuple[str, str]],
+    max_candidates: int,
+) -> list[CopyCandidate]:
+    """Distinct continuations, best first by (matched characters, votes)."""
+    if not found:
+        return []
+    seg_ids = np.concatenate([np.full(len(o.cand), i, dtype=np.int32) for i, o in enumerate(found)])
+    cands = np.concatenate([o.cand for o in found])
+    scores = np.concatenate([o.score for o in found])
+    lines_matched = np.concatenate([o.back + o.forward for o in found])
+    order = np.argsort(-scores, kind="stable")[:MAX_EXAMINED]
+    best: dict[str, CopyCandidate] = {}
+    for k in order:
+        segment = found[seg_ids[k]].segment
+        line, source = line_text(segment, int(cands[k]))
+        text = continuation(line, ctx)
+        if not text:
+            continue
+        entry = best.get(text)
+        if entry is None:
+            best[text] = CopyCandidate(
+                text, 1, int(scores[k]), source, line.lstrip()[len(ctx.typed) :].rstrip(), int(lines_matched[k])
+            )
+        else:
+            entry.votes += 1
+    ranked = sorted(best.values(), key=lambda c: (c.match_chars, c.votes), reverse=True)
+    return ranked[:max_candidates]

@@ -1,0 +1,398 @@
+"""The workspace index: the source files of the workspace folders, kept current, queried per completion.
+
+`WorkspaceIndex.build()` discovers and reads the files (see `files.py`) and indexes them in batches;
+each batch becomes an immutable segment (line hashes for copy candidates, block postings for
+retrieval) that queries see at once, so a half-built index already answers. When the build ends the
+segments are merged into one. `update()`/`remove()` re-index one file: the old version is marked
+dead and the new one becomes a small segment; small segments are merged when there are too many.
+Readers never take the lock: they work on a snapshot of the segment lists and liveness arrays.
+Nothing is ever written into the workspace, and no path outside the workspace folders is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aigc_code.languages import language_for_path
+from aigc_code.sourcefiles import read_text, reject_reason
+
+from . import copy as copymod
+from . import retrieve as retrmod
+from .copy import CopyCandidate, LineSegment
+from .files import IndexLimits, Skips, inside, list_candidates, resolve_root, safe_resolve
+from .retrieve import BlockSegment, RetrievedChunk
+
+log = logging.getLogger("aigc_code.workspace")
+
+FLUSH_LINES = 100_000  # a build batch becomes a segment after this many lines
+MAX_SMALL_SEGMENTS = 6
+
+
+@dataclass
+class Document:
+    """One indexed file version."""
+
+    fid: int
+    path: str
+    language: str
+    text: str
+    line_starts: np.ndarray  # int64 offset of each line in `text`
+    size: int
+
+    def line(self, number: int) -> str:
+        start = int(self.line_starts[number])
+        end = int(self.line_starts[number + 1]) - 1 if number + 1 < len(self.line_starts) else len(self.text)
+        return self.text[start:end]
+
+    def lines(self, first: int, last: int) -> str:
+        last = min(last, len(self.line_starts))
+        if first >= last:
+            return ""
+        start = int(self.line_starts[first])
+        end = int(self.line_starts[last]) - 1 if last < len(self.line_starts) else len(self.text)
+        return self.text[start:end]
+
+
+def line_starts(lines: list[str]) -> np.ndarray:
+    lengths = np.fromiter((len(x) + 1 for x in lines), dtype=np.int64, count=len(lines))
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lines) else np.zeros(1, dtype=np.int64)
+
+
+class WorkspaceIndex:
+    """Copy candidates and retrieved chunks over the source files of some workspace folders."""
+
+    def __init__(self, roots: list[str | Path], limits: IndexLimits = IndexLimits()):
+        self.limits = limits
+        self.roots: list[Path] = []
+        for root in roots:
+            real = resolve_root(root)
+            if real is None:
+                log.warning("workspace folder %s is not an existing folder; not indexed", root)
+            elif real not in self.roots:
+                self.roots.append(real)
+        self._lock = threading.RLock()
+        self._docs: dict[int, Document] = {}
+        self._by_path: dict[str, int] = {}
+        self._alive = np.zeros(1024, dtype=bool)
+        self._lang = np.zeros(1024, dtype=np.int16)
+        self._groups: dict[str, int] = {}
+        self._next_fid = 0
+        self._line_segments: list[LineSegment] = []
+        self._block_segments: list[BlockSegment] = []
+        self._blocks_alive = 0
+        self._bytes = 0
+        self._ready = False
+        self._path_cache: dict[str, str | None] = {}
+        self.last_report: dict = {}
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def __len__(self) -> int:
+        return len(self._by_path)
+
+    def contains(self, path: str | Path) -> bool:
+        key = self._key(path)
+        return key is not None and key in self._by_path
+
+    def stats(self) -> dict:
+        lines = sum(s.nbytes() for s in self._line_segments)
+        blocks = sum(s.nbytes() for s in self._block_segments)
+        return {
+            "files": len(self._by_path),
+            "bytes": self._bytes,
+            "line_index_bytes": lines,
+            "block_index_bytes": blocks,
+            "segments": len(self._line_segments),
+        }
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, cancel: threading.Event | None = None) -> dict:
+        """Index every file of the workspace folders that is not indexed yet. Blocking; safe to query
+        meanwhile. Returns {files, skipped: {reason: count}, seconds, bytes, cancelled}."""
+        started = time.monotonic()
+        skips = Skips()
+        pending: list[Document] = []
+        cancelled = False
+        for root in self.roots:
+            if not root.is_dir():
+                skips.add("workspace-folder-missing", root)
+                continue
+            cancelled = self._build_root(root, skips, pending, cancel, started)
+            if cancelled:
+                break
+        self._flush(pending)
+        self._compact(force=True)
+        self._ready = not cancelled
+        report = {
+            "files": len(self._by_path),
+            "skipped": dict(sorted(skips.counts.items())),
+            "seconds": round(time.monotonic() - started, 3),
+            "bytes": self._bytes,
+            "cancelled": cancelled,
+        }
+        skips.log_summary(", ".join(map(str, self.roots)))
+        log.info("workspace index: %d files, %d bytes in %.2f s", report["files"], report["bytes"], report["seconds"])
+        self.last_report = report
+        return report
+
+    def _build_root(self, root: Path, skips: Skips, pending: list, cancel, started: float) -> bool:
+        """Index one folder; True when cancelled."""
+        pending_lines = 0
+        for real, language in list_candidates(root, self.limits, skips, cancel):
+            if cancel is not None and cancel.is_set():
+                return True
+            reason = self._cap_reason(started)
+            if reason:
+                skips.add(reason, real)
+                if reason != "total-bytes-cap":
+                    return False
+                continue
+            key = str(real)
+            if key in self._by_path:
+                continue
+            text, why = read_text(real, self.limits.max_file_bytes)
+            if text is None:
+                skips.add(why.split(":")[0], real)
+                continue
+            if self._bytes + len(text) > self.limits.max_total_bytes:
+                skips.add("total-bytes-cap", real)
+                continue
+            doc = self._new_document(key, language, text)
+            pending.append(doc)
+            pending_lines += len(doc.line_starts)
+            if pending_lines >= FLUSH_LINES:
+                self._flush(pending)
+                pending_lines = 0
+        return cancel is not None and cancel.is_set()
+
+    def _cap_reason(self, started: float) -> str:
+        if len(self._by_path) + 1 > self.limits.max_files:
+            return "file-count-cap"
+        if time.monotonic() - started > self.limits.max_seconds:
+            return "time-cap"
+        return ""
+
+    def _new_document(self, key: str, language: str, text: str) -> Document:
+        with self._lock:
+            fid = self._next_fid
+            self._next_fid += 1
+            self._by_path[key] = fid  # reserved: a concurrent update() of the same path wins later
+            self._bytes += len(text)
+        return Document(fid, key, language, text, np.zeros(0, dtype=np.int64), len(text))
+
+    def _flush(self, pending: list[Document]) -> None:
+        """Turn pending documents into one searchable segment pair."""
+        if not pending:
+            return
+        line_parts, block_parts = [], []
+        for doc in pending:
+            lines = copymod.split_lines(doc.text)
+            doc.line_starts = line_starts(lines)
+            line_parts.append(copymod.file_lines(doc.fid, lines))
+            block_parts.append(retrmod.file_blocks(doc.fid, lines))
+        line_seg = LineSegment.from_files(line_parts)
+        block_seg = BlockSegment.from_files(block_parts)
+        with self._lock:
+            live = [d for d in pending if self._by_path.get(d.path) == d.fid]
+            for doc in live:
+                self._docs[doc.fid] = doc
+                self._set_alive(doc.fid, doc.language)
+            for doc in pending:
+                if doc not in live:
+                    self._bytes -= doc.size
+            self._blocks_alive += int(np.isin(block_seg.blk_fid, [d.fid for d in live]).sum())
+            self._line_segments = self._line_segments + [line_seg]
+            self._block_segments = self._block_segments + [block_seg]
+        pending.clear()
+
+    def _set_alive(self, fid: int, language: str) -> None:
+        if fid >= len(self._alive):
+            size = max(fid + 1, 2 * len(self._alive))
+            alive, lang = np.zeros(size, dtype=bool), np.zeros(size, dtype=np.int16)
+            alive[: len(self._alive)], lang[: len(self._lang)] = self._alive, self._lang
+            self._alive, self._lang = alive, lang
+        group = retrmod.language_group(language)
+        self._lang[fid] = self._groups.setdefault(group, len(self._groups) + 1)
+        self._alive[fid] = True
+
+    def _compact(self, force: bool = False) -> None:
+        """Merge segments: all of them (force), or the small ones when there are too many."""
+        with self._lock:
+            lines, blocks = self._line_segments, self._block_segments
+            if len(lines) <= 1 and not force:
+                return
+            if force or len(lines) > MAX_SMALL_SEGMENTS + 1:
+                keep = 0 if force or self._dead_fraction() > 0.25 else 1
+                order = sorted(range(len(lines)), key=lambda i: len(lines[i]), reverse=True)
+                big, small = order[:keep], order[keep:]
+                if len(small) > 1 or force:
+                    merged_l = LineSegment.merge([lines[i] for i in small], self._alive)
+                    merged_b = BlockSegment.merge([blocks[i] for i in small], self._alive)
+                    self._line_segments = [lines[i] for i in big] + [merged_l]
+                    self._block_segments = [blocks[i] for i in big] + [merged_b]
+
+    def _dead_fraction(self) -> float:
+        total = sum(len(s) for s in self._line_segments)
+        if total == 0:
+            return 0.0
+        live = sum(int(self._alive[s.fids].sum()) for s in self._line_segments if len(s))
+        return 1.0 - live / total
+
+    # ------------------------------------------------------------------ updates
+
+    def _key(self, path: str | Path) -> str | None:
+        """The real path of `path` when it is inside a workspace folder, else None (cached)."""
+        raw = os.fspath(path)
+        if raw in self._path_cache:
+            return self._path_cache[raw]
+        try:
+            real = Path(raw).expanduser().resolve(strict=False)
+        except (OSError, RuntimeError):
+            real = None
+        key = str(real) if real is not None and any(inside(real, r) for r in self.roots) else None
+        if len(self._path_cache) > 10_000:
+            self._path_cache.clear()
+        self._path_cache[raw] = key
+        return key
+
+    def update(self, path: str | Path, text: str | None = None) -> None:
+        """(Re)index one file: `text` is an editor buffer; None means read it from disk. Paths outside the
+        workspace folders and files that are not indexable are ignored (an indexed copy is dropped)."""
+        key = self._key(path)
+        if key is None:
+            return
+        language = language_for_path(key)
+        if language is None:
+            return
+        text, reason = self._checked_text(Path(key), text)
+        if text is None:
+            log.debug("not indexing %s: %s", key, reason)
+            self.remove(key)
+            return
+        with self._lock:
+            old = self._by_path.get(key)
+            if old is not None and old in self._docs and self._docs[old].text == text:
+                return
+            if (
+                self._bytes + len(text) - (self._docs[old].size if old in self._docs else 0)
+                > self.limits.max_total_bytes
+            ):
+                log.info("not indexing %s: total-bytes-cap", key)
+                return
+            self._drop(key)
+            doc = self._new_document(key, language, text)
+            self._flush([doc])
+            self._compact()
+
+    def _checked_text(self, real: Path, text: str | None) -> tuple[str | None, str]:
+        if text is None:
+            resolved = None
+            for root in self.roots:
+                if inside(real, root):
+                    resolved, reason = safe_resolve(real, root)
+                    if resolved is None:
+                        return None, reason
+            return read_text(resolved or real, self.limits.max_file_bytes)
+        if len(text.encode("utf-8", "replace")) > self.limits.max_file_bytes:
+            return None, "huge"
+        reason = reject_reason(text) if text.strip() else "empty"
+        return (None, reason) if reason else (text, "")
+
+    def remove(self, path: str | Path) -> None:
+        """Forget a file (deleted on disk, or no longer indexable)."""
+        key = self._key(path)
+        if key is None:
+            return
+        with self._lock:
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        fid = self._by_path.pop(key, None)
+        if fid is None:
+            return
+        doc = self._docs.pop(fid, None)
+        if doc is not None:
+            self._bytes -= doc.size
+            self._alive[fid] = False
+            self._blocks_alive -= (len(doc.line_starts) + retrmod.BLOCK_LINES - 1) // retrmod.BLOCK_LINES
+
+    # ------------------------------------------------------------------ queries
+
+    def copy_candidates(self, path: str, before: str, after: str, max_candidates: int = 3) -> list[CopyCandidate]:
+        """Continuations of the current line copied from where the text before the cursor also occurs (the
+        buffer itself and the other indexed files; the indexed copy of `path` is replaced by the buffer)."""
+        ctx = copymod.cursor_context(before, after)
+        if ctx is None:
+            return []
+        alive = self._alive.copy()
+        own = self._by_path.get(self._key(path) or "")
+        if own is not None and own < len(alive):
+            alive[own] = False
+        found = []
+        for segment in [ctx.buffer, *self._line_segments]:
+            occ = copymod.match_segment(segment, ctx, None if segment is ctx.buffer else alive)
+            if occ is not None:
+                found.append(occ)
+
+        def line_text(segment: LineSegment, position: int) -> tuple[str, str]:
+            if segment is ctx.buffer:
+                return ctx.buffer_lines[position], ""
+            doc = self._docs.get(int(segment.fids[position]))
+            return (doc.line(int(segment.numbers[position])), doc.path) if doc else ("", "")
+
+        return copymod.rank(found, ctx, line_text, max_candidates)
+
+    def retrieve(
+        self, path: str, language: str, query: str, max_chunks: int = 4, exclude: str = ""
+    ) -> list[RetrievedChunk]:
+        """Windows of indexed files of a compatible language most similar to `query` (BM25 over identifier
+        tokens); windows of `path` that overlap `exclude`, and near-duplicates of it, are left out."""
+        tokens = retrmod.token_hashes(query)
+        segments = self._block_segments
+        group = self._groups.get(retrmod.language_group(language or language_for_path(path)))
+        if group is None or not segments:
+            return []
+        allowed = self._alive & (self._lang == group)
+        hits = retrmod.search(segments, tokens, allowed, max_chunks * 4 + 8, max(1, self._blocks_alive))
+        excluded = {line.strip() for line in exclude.splitlines() if line.strip()}
+        exclude_tokens = retrmod.token_hashes(exclude) if exclude else np.zeros(0, dtype=np.uint32)
+        own = self._key(path)
+        return self._select(hits, excluded, exclude_tokens, own, max_chunks)
+
+    def _select(self, hits, excluded, exclude_tokens, own, max_chunks) -> list[RetrievedChunk]:
+        chosen: list[RetrievedChunk] = []
+        for hit in hits:
+            doc = self._docs.get(int(hit.segment.blk_fid[hit.block]))
+            if doc is None:
+                continue
+            first, last = retrmod.window_lines(int(hit.segment.blk_no[hit.block]))
+            text = doc.lines(first, last)
+            if self._rejected(doc, first, last, text, excluded, exclude_tokens, own, chosen):
+                continue
+            chosen.append(RetrievedChunk(doc.path, text, hit.score, first, doc.language))
+            if len(chosen) >= max_chunks:
+                break
+        return chosen
+
+    @staticmethod
+    def _rejected(doc, first, last, text, excluded, exclude_tokens, own, chosen) -> bool:
+        if not text.strip():
+            return True
+        if any(c.path == doc.path and c.start_line < last and first < c.start_line + (last - first) for c in chosen):
+            return True
+        lines = text.splitlines()
+        if excluded and retrmod.overlap_fraction(lines, excluded) >= (0.3 if doc.path == own else 0.7):
+            return True
+        return len(exclude_tokens) > 0 and retrmod.idf_free_similarity(retrmod.token_hashes(text), exclude_tokens) > 0.8
