@@ -11,22 +11,30 @@ tokens are constrained to spell it out again; the caller sees only the text afte
 
 KV reuse: the cache of the last single-candidate request is kept, and the next request only
 encodes the tokens after the longest common prefix (editors ask again after every keystroke).
+The Hugging Face path uses a plain (full-length) `DynamicCache`, never the sliding-window layers that
+`DynamicCache(config=...)` builds for StarCoder2/Qwen2-style windows: those cannot be cropped once the
+window is full, and both KV reuse and prompt-lookup rollback crop. The attention mask still applies
+the window. `check_servable` runs a tiny real generation with a rollback at load, so a checkpoint whose
+cache cannot do this is refused there, with one line, instead of failing on a later keystroke.
+
+Control tokens (`aigc_code.vocab`): never produced from the user's text, never allowed while healing,
+and a generated one ends the candidate.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from aigc_code.errors import ModelLoadError
 from aigc_code.fastdecode import build_fast_lm, keep_last_kwargs
 from aigc_code.fim import FimTokens, detect_fim
 from aigc_code.generation import CancellationToken, Candidate, GenerationConfig, GenerationResult
 from aigc_code.loading import Loaded, load_model
-
+from aigc_code.vocab import TextEncoder, TokenTable, adds_bos, control_tokens, token_strings
 
 TRUNCATE_CHUNK = 64  # tokens
 
@@ -52,8 +60,10 @@ class Engine:
         self.reuse_kv = reuse_kv
         self.lock = threading.Lock()  # one generation at a time: the model and KV cache are shared
         self._kv: tuple[list[int], object] | None = None
-        self._token_strings: list[str] | None = None
-        self._heal_masks: dict[str, torch.Tensor] = {}
+        self._controls = control_tokens(self.tokenizer)
+        self._control_ids = set(self._controls.values())
+        self._encode_text = TextEncoder(self.tokenizer, self._controls)
+        self._adds_bos = adds_bos(self.tokenizer)
         self._stop_ids = self._collect_stop_ids()
         self._cache_kw = _cache_kwarg(self.model)
         # lean decoder over the same weights for Llama-family checkpoints (None: use the HF model)
@@ -62,8 +72,9 @@ class Engine:
         self._keep_last = keep_last_kwargs(self._lm)
         if self._fast is not None:
             self.max_context = min(self.max_context, self._fast.max_len)
-        self._special_ids = set(self.tokenizer.all_special_ids) | self._stop_ids
+        self._special_ids = set(self.tokenizer.all_special_ids) | self._stop_ids | self._control_ids
         self._vocab_len = len(self.tokenizer)  # len() on an HF tokenizer is slow: once, not per token
+        self._table: TokenTable | None = None  # token texts + heal index, built on first use
 
     @property
     def name(self) -> str:
@@ -71,7 +82,8 @@ class Engine:
 
     # -- tokens -------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+        """The user's text as token ids; control-token strings in it stay text."""
+        return self._encode_text(text)
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
@@ -119,7 +131,7 @@ class Engine:
         return Prompt(ids, heal)
 
     def _heal(self, ids: list[int]) -> tuple[list[int], str]:
-        if not ids or ids[-1] in self.tokenizer.all_special_ids:
+        if not ids or ids[-1] in self._special_ids:
             return ids, ""
         head = self.tokenizer.decode(ids[:-1])
         full = self.tokenizer.decode(ids)
@@ -128,8 +140,7 @@ class Engine:
         return ids[:-1], full[len(head) :]
 
     def _bos(self) -> list[int]:
-        bos = self.tokenizer.bos_token_id
-        return [bos] if bos is not None and getattr(self.tokenizer, "add_bos_token", False) else []
+        return [self.tokenizer.bos_token_id] if self._adds_bos else []
 
     def _special(self, token: str) -> list[int]:
         return [self.tokenizer.convert_tokens_to_ids(token)]
@@ -143,37 +154,34 @@ class Engine:
                     ids.add(vocab[tok])
         eos = getattr(self.model.generation_config, "eos_token_id", None)
         ids.update(eos if isinstance(eos, list) else [eos])
+        ids.update(self._control_ids)  # a generated control token (<|im_end|>, <think>, ...) is never code
         ids.discard(None)
         return ids
 
     # -- generation ---------------------------------------------------------------------------
     def complete(self, prefix: str, suffix: str = "", config: GenerationConfig | None = None,
-                 cancel: CancellationToken | None = None,
-                 on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
+                 cancel: CancellationToken | None = None) -> GenerationResult:
         """Fill in the text between `prefix` and `suffix` (the cursor position)."""
         config = config or GenerationConfig()
-        return self.run(self.build_prompt(prefix, suffix, config.max_new_tokens), config, cancel, on_text)
+        return self.run(self.build_prompt(prefix, suffix, config.max_new_tokens), config, cancel)
 
-    def generate(self, prompt: str, config: GenerationConfig | None = None, cancel: CancellationToken | None = None,
-                 on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
+    def generate(self, prompt: str, config: GenerationConfig | None = None,
+                 cancel: CancellationToken | None = None) -> GenerationResult:
         """Continue plain text (no FIM layout)."""
         config = config or GenerationConfig()
         ids = self.encode(prompt)
         budget = max(8, self.max_context - config.max_new_tokens)
         ids, heal = self._heal(ids[-budget:])
-        return self.run(Prompt(self._bos() + ids, heal), config, cancel, on_text)
+        return self.run(Prompt(self._bos() + ids, heal), config, cancel)
 
-    def run(self, prompt: Prompt, config: GenerationConfig, cancel: CancellationToken | None = None,
-            on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
+    def run(self, prompt: Prompt, config: GenerationConfig, cancel: CancellationToken | None = None) -> GenerationResult:
         with self.lock, torch.inference_mode():
-            return self._decode(prompt, config, cancel or CancellationToken(), on_text)
+            return self._decode(prompt, config, cancel or CancellationToken())
 
-    def _decode(self, prompt: Prompt, cfg: GenerationConfig, cancel: CancellationToken, on_text) -> GenerationResult:
+    def _decode(self, prompt: Prompt, cfg: GenerationConfig, cancel: CancellationToken) -> GenerationResult:
         start = time.perf_counter()
         n = max(1, cfg.n)
-        generator = None
-        if cfg.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        generator = torch.Generator(device=self.device).manual_seed(cfg.seed) if cfg.seed is not None else None
         cache, fed, reused = self._prefill_cache(prompt.ids)
         out = self._lm(input_ids=self._tensor([prompt.ids[reused:]]), use_cache=True, **self._keep_last,
                        **{self._cache_kw: cache})
@@ -183,78 +191,54 @@ class Engine:
             logits = logits.expand(n, -1)
         prompt_ms = (time.perf_counter() - start) * 1000
         speculate = n == 1 and cfg.temperature <= 0 and cfg.prompt_lookup > 0
-
-        tokens: list[list[int]] = [[] for _ in range(n)]
-        logprobs: list[list[float]] = [[] for _ in range(n)]
-        heal_left = [prompt.heal] * n
-        texts = [""] * n
-        detok = [_Detokenizer(self.tokenizer) for _ in range(n)]
-        finish: list[str | None] = [None] * n
-
-        def accept(i: int, tok: int, logprob: float) -> None:
-            """Append one generated token to candidate i and decide whether it is finished."""
-            if tok in self._stop_ids:
-                finish[i] = "eos"
-                return
-            tokens[i].append(tok)
-            logprobs[i].append(logprob)
-            if heal_left[i]:
-                heal_left[i] = _consume_heal(heal_left[i], self._token_string(tok))
-            text, stopped = _visible_text(detok[i].add(tok), prompt.heal, cfg.stop)
-            if text != texts[i] and on_text and text.startswith(texts[i]):
-                on_text(i, text[len(texts[i]) :])
-            texts[i] = text
-            if stopped:
-                finish[i] = "stop"
-            elif len(tokens[i]) >= cfg.max_new_tokens:
-                finish[i] = "length"
-
-        while not all(finish):
-            reason = "cancelled" if cancel.cancelled else None
-            if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
-                reason = reason or "time"
+        run = _Candidates(self, prompt, cfg, n)
+        while not run.done:
+            reason = _interruption(cancel, cfg, start)
             if reason:
-                finish = [f or reason for f in finish]
+                run.finish_all(reason)
                 break
-            logits = self._mask_logits(logits, heal_left)
-            chosen, chosen_logprob = self._choose(logits, cfg, generator)
+            chosen, chosen_logprob = self._choose(self._mask_logits(logits, run.heal_left), cfg, generator)
             for i in range(n):
-                if not finish[i]:
-                    accept(i, int(chosen[i]), float(chosen_logprob[i]))
-            if all(finish):
+                if not run.finish[i]:
+                    run.accept(i, int(chosen[i]), float(chosen_logprob[i]))
+            if run.done:
                 break
-            draft = self._lookup_draft(prompt.ids + tokens[0], cfg.prompt_lookup) if (
-                speculate and not heal_left[0]) else []
-            feed = torch.cat([chosen.view(n, 1).to(self.device), self._tensor([draft]).view(1, -1)], dim=1) if draft \
-                else chosen.view(n, 1).to(self.device)
-            step = self._lm(input_ids=feed, use_cache=True, **{self._cache_kw: cache})
-            if n > 1:
-                logits = step.logits[:, -1, :].float()
-                continue
-            fed.append(int(chosen[0]))
-            # prompt-lookup decoding: keep the drafted tokens the model would have chosen itself
-            step_logits = step.logits[0].float()
-            accepted = 0
-            for j, tok in enumerate(draft):
-                if finish[0] or int(step_logits[j].argmax()) != tok:
-                    break
-                accept(0, tok, float(torch.log_softmax(step_logits[j], dim=-1)[tok]))
-                fed.append(tok)
-                accepted += 1
-            if cache.get_seq_length() > len(fed):
-                cache.crop(len(fed) - cache.get_seq_length())
-            logits = step_logits[accepted : accepted + 1]
-        finish = [f or "length" for f in finish]
+            draft = self._lookup_draft(prompt.ids + run.tokens[0], cfg.prompt_lookup) if (
+                speculate and not run.heal_left[0]) else []
+            logits = self._step(chosen, draft, cache, fed, run)
+        run.finish_all("length")
         self._kv = (fed, cache) if (n == 1 and self.reuse_kv) else None
-        candidates = [Candidate(texts[i], logprobs[i], finish[i], tokens[i]) for i in range(n)]
         return GenerationResult(
-            candidates=candidates,
+            candidates=run.candidates(),
             prompt_tokens=len(prompt.ids),
-            generated_tokens=sum(len(t) for t in tokens),
+            generated_tokens=sum(len(t) for t in run.tokens),
             prompt_ms=prompt_ms,
             total_ms=(time.perf_counter() - start) * 1000,
             reused_tokens=reused,
         )
+
+    def _step(self, chosen: torch.Tensor, draft: list[int], cache, fed: list[int], run: _Candidates) -> torch.Tensor:
+        """Feed the chosen token(s) (+ a prompt-lookup draft); the next logits, the draft's rejects rolled back."""
+        n = chosen.shape[0]
+        feed = chosen.view(n, 1).to(self.device)
+        if draft:
+            feed = torch.cat([feed, self._tensor([draft]).view(1, -1)], dim=1)
+        step = self._lm(input_ids=feed, use_cache=True, **{self._cache_kw: cache})
+        if n > 1:
+            return step.logits[:, -1, :].float()
+        fed.append(int(chosen[0]))
+        # prompt-lookup decoding: keep the drafted tokens the model would have chosen itself
+        step_logits = step.logits[0].float()
+        accepted = 0
+        for j, tok in enumerate(draft):
+            if run.finish[0] or int(step_logits[j].argmax()) != tok:
+                break
+            run.accept(0, tok, float(torch.log_softmax(step_logits[j], dim=-1)[tok]))
+            fed.append(tok)
+            accepted += 1
+        if cache.get_seq_length() > len(fed):
+            cache.crop(len(fed) - cache.get_seq_length())
+        return step_logits[accepted : accepted + 1]
 
     def _lookup_draft(self, context: list[int], max_draft: int, ngram: int = 3) -> list[int]:
         """Tokens that followed the most recent earlier occurrence of the context's last n-gram."""
@@ -272,13 +256,11 @@ class Engine:
 
     def _prefill_cache(self, ids: list[int]):
         """A cache holding the longest prefix of `ids` that the last request already encoded."""
-        from transformers import DynamicCache
-
         if self._kv is not None:
             old_ids, cache = self._kv
             self._kv = None
             common = 0
-            for a, b in zip(old_ids, ids):
+            for a, b in zip(old_ids, ids, strict=False):
                 if a != b:
                     break
                 common += 1
@@ -288,8 +270,33 @@ class Engine:
                 if extra > 0:
                     cache.crop(-extra)
                 return cache, list(ids), keep
-        fresh = self._fast.new_cache() if self._fast is not None else DynamicCache(config=self.model.config)
-        return fresh, list(ids), 0
+        return self._new_cache(), list(ids), 0
+
+    def _new_cache(self):
+        """An empty KV cache: the fast path's, else a full-length DynamicCache (croppable; see the docstring)."""
+        from transformers import DynamicCache
+
+        return self._fast.new_cache() if self._fast is not None else DynamicCache()
+
+    def check_servable(self) -> None:
+        """Run one tiny real generation with a rollback; a `ModelLoadError` (one line) if it cannot be served."""
+        ids = (self._bos() + self.encode("def main():\n    return 1\n"))[:12] or [0, 0, 0, 0]
+        try:
+            with self.lock, torch.inference_mode():
+                cache = self._new_cache()
+                _check_cache_layers(cache)
+                self._lm(input_ids=self._tensor([ids]), use_cache=True, **{self._cache_kw: cache})
+                self._lm(input_ids=self._tensor([ids[:3]]), use_cache=True, **{self._cache_kw: cache})
+                cache.crop(-2)
+                _check_cache_layers(cache)
+                if cache.get_seq_length() != len(ids) + 1:
+                    raise ValueError(f"the cache holds {cache.get_seq_length()} tokens after a rollback")
+                self._lm(input_ids=self._tensor([ids[:1]]), use_cache=True, **{self._cache_kw: cache})
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything here would fail on the first request
+            raise ModelLoadError(f"{self.path} cannot be served: a test generation failed "
+                                 f"({type(exc).__name__}: {_one_line(exc)})") from exc
 
     def forget_cache(self) -> None:
         self._kv = None
@@ -326,26 +333,68 @@ class Engine:
 
     def _heal_mask(self, left: str) -> torch.Tensor:
         """Tokens that agree with the healed text: they start with it, or it starts with them."""
-        mask = self._heal_masks.get(left)
-        if mask is None:
-            strings = self._all_token_strings()
-            special = set(self.tokenizer.all_special_ids)
-            mask = torch.zeros(self.model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
-            for i, s in enumerate(strings):
-                if s and i not in special and (s.startswith(left) or left.startswith(s)):
-                    mask[i] = True
-            if len(self._heal_masks) > 256:
-                self._heal_masks.clear()
-            self._heal_masks[left] = mask
-        return mask
+        return self.token_table().mask(left)
 
-    def _all_token_strings(self) -> list[str]:
-        if self._token_strings is None:
-            self._token_strings = [self.tokenizer.decode([i]) for i in range(self._vocab_len)]
-        return self._token_strings
+    def token_table(self) -> TokenTable:
+        """Token texts and the heal prefix index (control tokens and padding rows excluded)."""
+        if self._table is None:
+            rows = self.model.get_input_embeddings().weight.shape[0]
+            self._table = TokenTable(token_strings(self.tokenizer, self._vocab_len), self._special_ids, rows)
+        return self._table
 
     def _token_string(self, tok: int) -> str:
-        return self._all_token_strings()[tok] if tok < len(self._all_token_strings()) else ""
+        return self.token_table().text(tok)
+
+
+class _Candidates:
+    """The candidates of one decode: their tokens, log-probs, healing progress, visible text and finish."""
+
+    def __init__(self, engine: Engine, prompt: Prompt, cfg: GenerationConfig, n: int):
+        self.engine = engine
+        self.heal = prompt.heal
+        self.cfg = cfg
+        self.tokens: list[list[int]] = [[] for _ in range(n)]
+        self.logprobs: list[list[float]] = [[] for _ in range(n)]
+        self.heal_left = [prompt.heal] * n
+        self.texts = [""] * n
+        self.detok = [_Detokenizer(engine.tokenizer) for _ in range(n)]
+        self.finish: list[str | None] = [None] * n
+
+    @property
+    def done(self) -> bool:
+        return all(self.finish)
+
+    def finish_all(self, reason: str) -> None:
+        self.finish = [f or reason for f in self.finish]
+
+    def accept(self, i: int, tok: int, logprob: float) -> None:
+        """Append one generated token to candidate i and decide whether it is finished."""
+        if tok in self.engine._stop_ids:
+            self.finish[i] = "eos"
+            return
+        self.tokens[i].append(tok)
+        self.logprobs[i].append(logprob)
+        if self.heal_left[i]:
+            self.heal_left[i] = _consume_heal(self.heal_left[i], self.engine._token_string(tok))
+        self.texts[i], stopped = _visible_text(self.detok[i].add(tok), self.heal, self.cfg.stop)
+        if stopped:
+            self.finish[i] = "stop"
+        elif len(self.tokens[i]) >= self.cfg.max_new_tokens:
+            self.finish[i] = "length"
+
+    def candidates(self) -> list[Candidate]:
+        return [Candidate(self.texts[i], self.logprobs[i], self.finish[i] or "length", self.tokens[i])
+                for i in range(len(self.tokens))]
+
+
+def _interruption(cancel: CancellationToken, cfg: GenerationConfig, start: float) -> str | None:
+    """Why decoding must stop before the next token ("cancelled", "time"), or None."""
+    if cancel.cancelled:
+        return "cancelled"
+    if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+        return "time"
+    return None
+
 
 class _Detokenizer:
     """Incremental detokenization: each step decodes only a short window of recent tokens.
@@ -408,7 +457,25 @@ def _consume_heal(left: str, token_text: str) -> str:
     return ""
 
 
+def _check_cache_layers(cache) -> None:
+    """Refuse cache layers that cannot be rolled back (sliding-window, quantized, ... layers)."""
+    from transformers.cache_utils import DynamicLayer
+
+    for layer in getattr(cache, "layers", None) or []:
+        if type(layer) is not DynamicLayer:
+            raise ModelLoadError(f"its KV cache uses {type(layer).__name__} layers, which cannot be rolled back; "
+                                 f"aigc-code serves models with a plain KV cache")
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
 def load_engine(model=None, adapter=None, device: str | None = None, dtype: str | None = None,
                 reuse_kv: bool = True, quantize: str | None = None) -> Engine:
-    """Load a local checkpoint (default: the embedded model) and wrap it in an `Engine`."""
-    return Engine(load_model(model, adapter, device, dtype, quantize), reuse_kv=reuse_kv)
+    """Load a local checkpoint (default: the embedded model), check it can be served, wrap it in an `Engine`."""
+    engine = Engine(load_model(model, adapter, device, dtype, quantize), reuse_kv=reuse_kv)
+    engine.check_servable()
+    engine.token_table()  # built at load (~0.1-0.3 s for a 151k vocabulary), not on the first keystroke
+    return engine
