@@ -1,5 +1,8 @@
 """Turning a benchmark prompt into a completion with aigc-code's engine.
 
+The prompt is the benchmark's prompt as is (the convention of model cards and
+bigcode-evaluation-harness); ``--prompt-format fim`` frames it as FIM with an empty suffix.
+
 Stop sequences end generation where a function body ends; ``trim_completion`` then cuts the
 text at the same boundary (the engine may also stop for length or EOS):
 
@@ -116,9 +119,26 @@ def effective_max_new_tokens(engine, prefix: str, requested: int) -> int:
     return max(1, min(requested, max(context // 4, context - prompt_tokens - 8)))
 
 
-def generate(engine, problem: Problem, n: int, *, temperature: float, top_p: float, max_new_tokens: int,
-             seed: int, first_index: int = 0) -> list[Generated]:
-    """``n`` completions of ``problem`` (decoded in batches of ``BATCH``), trimmed to the function."""
+def sample_seed(problem: Problem, index: int, seed: int) -> int:
+    """A seed per (problem, sample index): the same samples on resume, whatever was done before."""
+    return (zlib.crc32(f"{problem.language}:{problem.task_id}:{index}".encode()) ^ seed) & 0x7FFFFFFF
+
+
+def generate(
+    engine,
+    problem: Problem,
+    n: int,
+    *,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    first_index: int = 0,
+    prompt_format: str = "plain",
+) -> list[Generated]:
+    """``n`` completions of ``problem`` (decoded in batches of ``BATCH``), trimmed to the function.
+    ``prompt_format``: "plain" (the prompt as is, the published convention) or "fim" (a FIM prompt
+    with an empty suffix)."""
     from aigc_code.engine import GenerationConfig
 
     prefix = problem.setup + problem.prompt
@@ -127,17 +147,27 @@ def generate(engine, problem: Problem, n: int, *, temperature: float, top_p: flo
     while len(out) < n:
         k = min(BATCH, n - len(out))
         idx = first_index + len(out)
-        # A seed per (problem, sample index): the same samples on resume, whatever was done before.
-        s = (zlib.crc32(f"{problem.language}:{problem.task_id}:{idx}".encode()) ^ seed) & 0x7FFFFFFF
-        cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=k,
-                               stop=stop_sequences(problem), seed=s)
-        res = engine.complete(prefix, "", config=cfg)
+        cfg = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            n=k,
+            stop=stop_sequences(problem),
+            seed=sample_seed(problem, idx, seed),
+        )
+        res = engine.complete(prefix, "", config=cfg) if prompt_format == "fim" else engine.generate(prefix, cfg)
         per_ms = res.total_ms / max(1, len(res.candidates))
         for cand in res.candidates:
             tokens = len(cand.token_logprobs) or len(getattr(cand, "token_ids", []) or [])
-            out.append(Generated(
-                completion=trim_completion(problem, cand.text, cand.finish_reason),
-                raw=cand.text, finish_reason=cand.finish_reason, generated_tokens=tokens,
-                prompt_tokens=res.prompt_tokens, gen_ms=round(per_ms, 2), max_new_tokens=max_new_tokens,
-            ))
+            out.append(
+                Generated(
+                    completion=trim_completion(problem, cand.text, cand.finish_reason),
+                    raw=cand.text,
+                    finish_reason=cand.finish_reason,
+                    generated_tokens=tokens,
+                    prompt_tokens=res.prompt_tokens,
+                    gen_ms=round(per_ms, 2),
+                    max_new_tokens=max_new_tokens,
+                )
+            )
     return out[:n]
