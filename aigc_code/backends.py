@@ -8,14 +8,20 @@ log-probabilities and timings); both honour a `CancellationToken` set from anoth
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from aigc_code.context import ApproxTokens, TokenCounter
+from aigc_code.budget import ApproxTokens, TokenCounter
 from aigc_code.errors import BackendError
-from aigc_code.fim import KNOWN_FIM
+from aigc_code.fim import KNOWN_FIM, FimTokens, detect_fim
 from aigc_code.generation import CancellationToken, Candidate, GenerationConfig, GenerationResult
+
+log = logging.getLogger("aigc_code.backends")
 
 
 class Backend(Protocol):
@@ -23,7 +29,9 @@ class Backend(Protocol):
     max_context: int | None  # prompt + generation tokens the model can take, None if unknown
     tokens: TokenCounter
 
-    def complete(self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None) -> GenerationResult: ...
+    def complete(
+        self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None
+    ) -> GenerationResult: ...
 
     def describe(self) -> str: ...
 
@@ -44,7 +52,9 @@ class LocalBackend:
         self.tokens: TokenCounter = self.engine
         self.max_context = getattr(self.engine, "max_context", None)
 
-    def complete(self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None) -> GenerationResult:
+    def complete(
+        self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None
+    ) -> GenerationResult:
         return self.engine.complete(prefix, suffix, config=request, cancel=cancel)
 
     def describe(self) -> str:
@@ -69,85 +79,390 @@ def completions_url(endpoint: str) -> str:
     return url + "/v1/completions"
 
 
+@dataclass(frozen=True)
+class FimFormat:
+    """How a FIM prompt is laid out for a remote model, and which strings end a completion.
+
+    `spec`: a FIM family name (prefix-suffix-middle), `<family>-spm` (suffix first, the layout
+    aigc-code's own models are asked in), `suffix` (the server's `suffix` field), or a custom
+    template with `{prefix}` and `{suffix}` (its literal markers become stop strings).
+    """
+
+    spec: str
+    tokens: FimTokens | None = None
+    layout: str = "psm"  # psm | spm | suffix | template
+
+    def prompt(self, prefix: str, suffix: str) -> tuple[str, str | None]:
+        if self.layout == "suffix":
+            return prefix, suffix
+        if self.layout == "template":
+            return self.spec.replace("{prefix}", prefix).replace("{suffix}", suffix), None
+        assert self.tokens is not None
+        layout = self.tokens.spm if self.layout == "spm" else self.tokens.psm
+        return layout(prefix, suffix), None
+
+    @property
+    def stops(self) -> list[str]:
+        if self.tokens is not None:
+            return [self.tokens.prefix, self.tokens.suffix, self.tokens.middle, *self.tokens.eot]
+        if self.layout == "template":
+            parts = re.split(r"\{prefix\}|\{suffix\}", self.spec)
+            return [p.strip() for p in parts if p.strip()]
+        return []
+
+
+def _family(name: str) -> FimTokens | None:
+    return next((fim for fim in KNOWN_FIM if fim.family == name), None)
+
+
+def parse_fim_format(spec: str) -> FimFormat:
+    """`starcoder`, `starcoder-spm`, `qwen-psm`, `suffix`, or a `{prefix}`/`{suffix}` template."""
+    if spec == "suffix":
+        return FimFormat(spec, None, "suffix")
+    if "{prefix}" in spec:
+        return FimFormat(spec, None, "template")
+    name, _, layout = spec.rpartition("-") if spec.endswith(("-spm", "-psm")) else (spec, "", "psm")
+    tokens = _family(name)
+    if tokens is None:
+        known = sorted({f.family for f in KNOWN_FIM})
+        raise BackendError(
+            f"unknown FIM format {spec!r}: use one of {', '.join(known)} (add -spm for suffix-first), "
+            "'auto', 'suffix', or a template with {prefix} and {suffix}"
+        )
+    return FimFormat(spec, tokens, layout)
+
+
 def fim_prompt(fim_format: str, prefix: str, suffix: str) -> tuple[str, str | None]:
-    """(prompt, suffix field or None) for a FIM family name, "suffix", or a custom template."""
-    if fim_format == "suffix":
-        return prefix, suffix
-    if "{prefix}" in fim_format:
-        return fim_format.replace("{prefix}", prefix).replace("{suffix}", suffix), None
-    for fim in KNOWN_FIM:
-        if fim.family == fim_format:
-            return fim.psm(prefix, suffix), None
-    known = sorted({f.family for f in KNOWN_FIM})
-    raise BackendError(f"unknown FIM format {fim_format!r}: use one of {', '.join(known)}, 'suffix', or a template with {{prefix}} and {{suffix}}")
+    """(prompt, suffix field or None) for a FIM format (see `parse_fim_format`)."""
+    return parse_fim_format(fim_format).prompt(prefix, suffix)
 
 
-def _fim_stops(fim_format: str) -> list[str]:
-    for fim in KNOWN_FIM:
-        if fim.family == fim_format:
-            return [fim.prefix, fim.suffix, fim.middle, *fim.eot]
-    return []
+def checkpoint_fim_format(path: str | None) -> str | None:
+    """The FIM format a local checkpoint declares: its tokenizer's FIM family plus the layout in
+    its `aigc_code.json` (a GGUF from `export_gguf` carries both in `<file>.aigc_code.json`)."""
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        if p.is_file():
+            sidecar = json.loads(Path(str(p) + ".aigc_code.json").read_text(encoding="utf-8"))
+            family, layout = sidecar.get("fim_family"), sidecar.get("fim_layout", "psm")
+        elif (p / "tokenizer.json").is_file():
+            tok = json.loads((p / "tokenizer.json").read_text(encoding="utf-8"))
+            vocab = set((tok.get("model") or {}).get("vocab") or {}) | {
+                t.get("content") for t in tok.get("added_tokens", [])
+            }
+            fim = detect_fim(vocab)
+            family = fim.family if fim else None
+            options = (
+                json.loads((p / "aigc_code.json").read_text(encoding="utf-8"))
+                if (p / "aigc_code.json").is_file()
+                else {}
+            )
+            layout = options.get("fim_layout", "psm")
+        else:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return f"{family}-{layout}" if family and layout in ("psm", "spm") else None
+
+
+# Explicit sampling values, per server flavour: engines default these differently (llama.cpp:
+# repeat_penalty 1.1, top_k 40, min_p 0.05; vLLM and TGI: off), so "greedy" meant different things.
+NEUTRAL_SAMPLING = {
+    "llama-cpp-python": {
+        "repeat_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "top_k": 0,
+        "min_p": 0.0,
+        "typical_p": 1.0,
+        "mirostat_mode": 0,
+    },
+    "llama-server": {
+        "repeat_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "top_k": 0,
+        "min_p": 0.0,
+        "typical_p": 1.0,
+        "mirostat": 0,
+        "cache_prompt": True,
+    },
+    "vllm": {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "top_k": -1, "min_p": 0.0},
+    "tgi": {"repetition_penalty": 1.0, "frequency_penalty": 0.0},
+    "openai": {"presence_penalty": 0.0, "frequency_penalty": 0.0},
+}
+GRAMMAR_FLAVOURS = ("llama-cpp-python", "llama-server")  # accept a GBNF `grammar` on /v1/completions
+USAGE_FLAVOURS = ("vllm", "llama-server", "openai")  # stream usage when asked (stream_options)
+
+
+@dataclass
+class ServerInfo:
+    """What the server says about itself (asked once): flavour, served model, context size."""
+
+    flavour: str = "openai"
+    model_id: str | None = None
+    max_context: int | None = None
+    n_native: bool = True  # honours n > 1 (False once it answered fewer choices)
+
+
+def _gbnf_literal(text: str) -> str:
+    return (
+        '"'
+        + "".join(
+            c
+            if c.isalnum() or c in " _-.:,;()[]{}<>=+*/&|!?#@$%^~`'"
+            else f"\\x{ord(c):02x}"
+            if ord(c) < 0x100
+            else f"\\u{ord(c):04x}"
+            if ord(c) < 0x10000
+            else f"\\U{ord(c):08x}"
+            for c in text
+        )
+        + '"'
+    )
+
+
+def heal_grammar(heal: str) -> str:
+    """GBNF: the output starts with `heal`, then anything (token healing on llama.cpp servers)."""
+    return f"root ::= {_gbnf_literal(heal)} rest\nrest ::= [^\\x00]*\n"
+
+
+def heuristic_heal(prefix: str) -> str:
+    """Without the server's tokenizer: the trailing whitespace run (newline + indentation), which a
+    byte-level BPE glues into one pre-token the model never saw at a prompt's end."""
+    m = re.search(r"\s+$", prefix[-64:])
+    return m.group(0) if m and len(m.group(0)) < 64 else ""
+
+
+def strip_heal(text: str, heal: str) -> str:
+    """The generated text after the cursor: `heal` (removed from the prompt) taken off its start."""
+    if not heal or text.startswith(heal):
+        return text[len(heal) :]
+    if heal.startswith(text):
+        return ""  # stopped inside the healed characters
+    common = len(os.path.commonprefix([text, heal]))
+    return text[common:]
+
+
+class _Stream:
+    """Accumulates choices of one response (streamed chunks or one JSON body)."""
+
+    def __init__(self, n: int):
+        self.texts = [""] * n
+        self.logprobs: list[list[float]] = [[] for _ in range(n)]
+        self.finish: list[str | None] = [None] * n
+        self.seen: set[int] = set()
+        self.chunks = [0] * n
+        self.usage: dict = {}
+        self.first_ms: float | None = None
+        self.cancelled = False
+
+    def take(self, body: dict, start: float) -> None:
+        if self.first_ms is None:
+            self.first_ms = (time.perf_counter() - start) * 1000
+        self.usage = body.get("usage") or self.usage
+        for choice in body.get("choices") or []:
+            i = int(choice.get("index", 0) or 0)
+            if not 0 <= i < len(self.texts):
+                continue
+            self.seen.add(i)
+            piece = choice.get("text") or ""
+            self.texts[i] += piece
+            self.chunks[i] += 1 if piece else 0
+            lp = choice.get("logprobs") or {}
+            if isinstance(lp, dict) and lp.get("token_logprobs"):
+                self.logprobs[i].extend(float(x) for x in lp["token_logprobs"] if x is not None)
+            if choice.get("finish_reason"):
+                self.finish[i] = choice["finish_reason"]
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.texts) and not any(self.finish) and not self.cancelled
 
 
 class OpenAIBackend:
     """POSTs FIM prompts to an OpenAI-compatible `/v1/completions` endpoint (streaming when the
-    server supports it, so that cancellation takes effect between chunks)."""
+    server supports it, so that cancellation takes effect between chunks).
+
+    Asks the server once what it is (vLLM, TGI, llama.cpp's llama-server or llama-cpp-python's
+    server, Ollama, other) for its context size, tokenizer and parameter dialect; heals the token
+    boundary at the cursor; issues n requests when the server ignores `n`."""
 
     kind = "openai"
 
-    def __init__(self, endpoint: str, model: str | None = None, fim_format: str = "starcoder",
-                 api_key: str | None = None, timeout_s: float = 30.0, stream: bool = True):
+    def __init__(
+        self,
+        endpoint: str,
+        model: str | None = None,
+        fim_format: str = "starcoder",
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        stream: bool = True,
+        max_context: int | None = None,
+        heal: bool = True,
+    ):
         import httpx
 
         if not endpoint:
-            raise BackendError("the openai backend needs an endpoint: pass --endpoint URL (e.g. http://127.0.0.1:8000/v1)")
-        fim_prompt(fim_format, "", "")  # validate early
+            raise BackendError(
+                "the openai backend needs an endpoint: pass --endpoint URL (e.g. http://127.0.0.1:8000/v1)"
+            )
+        self._auto_fim = fim_format == "auto"
+        self.fim = parse_fim_format("starcoder" if self._auto_fim else fim_format)  # validate early
         self.url = completions_url(endpoint)
+        self.v1 = self.url.rsplit("/", 1)[0]
+        self.root = self.v1[: -len("/v1")] if self.v1.endswith("/v1") else self.v1
         self.model = model
-        self._model_probed = model is not None
-        self.fim_format = fim_format
         self.timeout_s = timeout_s
         self.stream = stream
+        self.heal = heal
         self.tokens: TokenCounter = ApproxTokens()
-        self.max_context = None
+        self._max_context_setting = max_context or _env_int("AIGC_CODE_MAX_CONTEXT")
+        self.info: ServerInfo | None = None
+        self._warned: set[str] = set()
         headers = {"Accept": "application/json"}
         key = api_key or os.environ.get("AIGC_CODE_API_KEY")
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)), headers=headers)
 
+    @property
+    def fim_format(self) -> str:
+        return self.fim.spec
+
+    # -- what the server is ---------------------------------------------------------------------
+    @property
+    def max_context(self) -> int | None:
+        """Prompt + generation tokens the served model takes: the setting, else what the server says."""
+        if self._max_context_setting:
+            return self._max_context_setting
+        return self.server().max_context
+
+    def server(self) -> ServerInfo:
+        if self.info is None:
+            self.info = self._probe()
+            if self._auto_fim:
+                found = checkpoint_fim_format(self.info.model_id) or checkpoint_fim_format(self.model)
+                self.fim = parse_fim_format(found or "starcoder")
+        return self.info
+
+    def _get_json(self, url: str, method: str = "GET", body: dict | None = None):
+        try:
+            resp = self._client.request(method, url, json=body, timeout=min(5.0, self.timeout_s))
+            return resp.json() if resp.status_code == 200 else None
+        except Exception:  # probing only: the completion request reports a dead endpoint
+            return None
+
+    def _probe(self) -> ServerInfo:
+        """`/v1/models` (model id; vLLM's max_model_len), then llama-server's `/props`, TGI's `/info`,
+        llama-cpp-python's `/extras/tokenize`: the first that answers names the flavour."""
+        models = self._get_json(self.v1 + "/models")
+        data = models.get("data") if isinstance(models, dict) else None
+        entry = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+        info = ServerInfo(model_id=entry.get("id") if isinstance(entry.get("id"), str) else None)
+        flavour, info.max_context = self._flavour(entry)
+        info.flavour = flavour
+        if self.model is None:
+            self.model = info.model_id
+        return info
+
+    def _flavour(self, entry: dict) -> tuple[str, int | None]:
+        owner = str(entry.get("owned_by", ""))
+        if owner == "vllm" or "max_model_len" in entry:
+            return "vllm", _int(entry.get("max_model_len"))
+        props = self._get_json(self.root + "/props")
+        if isinstance(props, dict) and "default_generation_settings" in props:
+            settings = props.get("default_generation_settings") or {}
+            return "llama-server", _int(settings.get("n_ctx") or props.get("n_ctx"))
+        tgi = self._get_json(self.root + "/info")
+        if isinstance(tgi, dict) and "max_total_tokens" in tgi:
+            return "tgi", _int(tgi.get("max_total_tokens"))
+        if owner in ("library", "ollama"):
+            return "ollama", None
+        if self._get_json(self.root + "/extras/tokenize", "POST", {"input": "a"}) is not None:
+            return "llama-cpp-python", None
+        return "openai", None
+
     def check(self) -> str:
         """Ask the server for one token; raises BackendError with a clear message when it is down."""
         result = self.complete("def", "", GenerationConfig(max_new_tokens=1))
         return f"{self.describe()}: answered in {result.total_ms:.0f} ms"
 
+    def health(self) -> tuple[bool, str]:
+        """Is the endpoint answering now? (cheap: `/v1/models`, else a connection to it)."""
+        import httpx
+
+        try:
+            resp = self._client.get(self.v1 + "/models", timeout=min(3.0, self.timeout_s))
+        except httpx.HTTPError as exc:
+            return False, f"cannot reach the completion endpoint {self.url}: {exc}. Is the server running?"
+        if resp.status_code >= 500:
+            return False, f"completion endpoint {self.url} answered HTTP {resp.status_code}"
+        return True, self.describe()
+
     def describe(self) -> str:
-        return f"openai-compatible endpoint {self.url} (model {self.model or 'server default'}, FIM {self.fim_format})"
+        flavour = f", {self.info.flavour}" if self.info else ""
+        return f"openai-compatible endpoint {self.url} (model {self.model or 'server default'}, FIM {self.fim_format}{flavour})"
 
     def close(self) -> None:
         self._client.close()
 
-    def _probe_model(self) -> None:
-        """Without a configured model name, ask `/v1/models` once and use the first one
-        (vLLM wants the name; servers that serve one model ignore it)."""
-        self._model_probed = True
-        try:
-            resp = self._client.get(self.url.rsplit("/", 1)[0] + "/models", timeout=min(5.0, self.timeout_s))
-            data = resp.json().get("data") if resp.status_code == 200 else None
-            if data and isinstance(data[0], dict) and isinstance(data[0].get("id"), str):
-                self.model = data[0]["id"]
-        except Exception:  # the completion request itself will report a dead endpoint
-            pass
+    def warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
 
-    def _payload(self, prefix: str, suffix: str, request: GenerationConfig) -> dict:
-        prompt, suffix_field = fim_prompt(self.fim_format, prefix, suffix)
+    # -- token healing --------------------------------------------------------------------------
+    def _last_token(self, tail: str) -> str:
+        """The text of the last token of `tail` by the server's tokenizer ("" if it cannot say)."""
+        flavour = self.server().flavour
+        if flavour == "llama-cpp-python":
+            ids = (self._get_json(self.root + "/extras/tokenize", "POST", {"input": tail}) or {}).get("tokens")
+            if ids:
+                return (self._get_json(self.root + "/extras/detokenize", "POST", {"tokens": ids[-1:]}) or {}).get(
+                    "text", ""
+                )
+        elif flavour == "llama-server":
+            toks = (self._get_json(self.root + "/tokenize", "POST", {"content": tail, "with_pieces": True}) or {}).get(
+                "tokens"
+            )
+            if toks and isinstance(toks[-1], dict):
+                return str(toks[-1].get("piece", ""))
+        elif flavour == "vllm":
+            body = {"model": self.model, "prompt": tail, "add_special_tokens": False}
+            ids = (self._get_json(self.root + "/tokenize", "POST", body) or {}).get("tokens")
+            if ids:
+                return (
+                    self._get_json(self.root + "/detokenize", "POST", {"model": self.model, "tokens": ids[-1:]}) or {}
+                ).get("prompt", "")
+        return heuristic_heal(tail)
+
+    def heal_split(self, prefix: str) -> tuple[str, str]:
+        """(prefix without its last token, that token's text): the model writes the token again,
+        whole, as in training, instead of continuing a token boundary it never saw."""
+        if not self.heal or not prefix:
+            return prefix, ""
+        piece = self._last_token(prefix[-256:])
+        if not piece or "\ufffd" in piece or not prefix.endswith(piece):
+            return prefix, ""
+        if self.server().flavour not in GRAMMAR_FLAVOURS and piece.strip() and not piece[0].isspace():
+            return prefix, ""  # unconstrained: only whitespace-led pieces are safe to take back
+        return prefix[: -len(piece)], piece
+
+    # -- one completion ---------------------------------------------------------------------------
+    def _payload(self, prefix: str, suffix: str, request: GenerationConfig, heal: str) -> dict:
+        prompt, suffix_field = self.fim.prompt(prefix, suffix)
+        flavour = self.server().flavour
         payload: dict = {
             "prompt": prompt,
             "max_tokens": request.max_new_tokens,
             "temperature": request.temperature,
-            "top_p": request.top_p,
+            "top_p": 1.0 if request.temperature == 0 else request.top_p,
             "n": request.n,
             "stream": self.stream,
+            **NEUTRAL_SAMPLING.get(flavour, NEUTRAL_SAMPLING["openai"]),
         }
         if suffix_field is not None:
             payload["suffix"] = suffix_field
@@ -160,99 +475,160 @@ class OpenAIBackend:
             payload["logprobs"] = 1
         if request.seed is not None:
             payload["seed"] = request.seed
+        if heal and flavour in GRAMMAR_FLAVOURS:
+            payload["grammar"] = heal_grammar(heal)
+        if self.stream and flavour in USAGE_FLAVOURS:
+            payload["stream_options"] = {"include_usage": True}
         return payload
 
-    def complete(self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None) -> GenerationResult:
+    def _post(self, payload: dict, n: int, cancel: CancellationToken | None, start: float) -> _Stream:
         import httpx
 
-        if not self._model_probed:
-            self._probe_model()
-        payload = self._payload(prefix, suffix, request)
-        n = max(1, request.n)
-        texts = [""] * n
-        logprobs: list[list[float]] = [[] for _ in range(n)]
-        finish: list[str | None] = [None] * n
-        usage: dict = {}
-        start = time.perf_counter()
-        first_ms: float | None = None
-        cancelled = False
-
-        def take(choices: list) -> None:
-            for choice in choices or []:
-                i = int(choice.get("index", 0) or 0)
-                if not 0 <= i < n:
-                    continue
-                texts[i] += choice.get("text") or ""
-                lp = choice.get("logprobs") or {}
-                if isinstance(lp, dict) and lp.get("token_logprobs"):
-                    logprobs[i].extend(float(x) for x in lp["token_logprobs"] if x is not None)
-                if choice.get("finish_reason"):
-                    finish[i] = choice["finish_reason"]
-
+        out = _Stream(n)
         try:
             with self._client.stream("POST", self.url, json=payload) as resp:
                 if resp.status_code >= 400:
                     body = resp.read().decode("utf-8", "replace")[:300]
                     raise BackendError(f"completion endpoint {self.url} answered HTTP {resp.status_code}: {body}")
                 if "text/event-stream" in resp.headers.get("content-type", ""):
-                    for line in resp.iter_lines():
-                        if cancel is not None and cancel.cancelled:
-                            cancelled = True
-                            break
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            break
-                        chunk = json.loads(data)
-                        if first_ms is None:
-                            first_ms = (time.perf_counter() - start) * 1000
-                        take(chunk.get("choices"))
-                        usage = chunk.get("usage") or usage
+                    self._read_events(resp, out, cancel, start)
                 else:
-                    body = json.loads(resp.read())
-                    first_ms = (time.perf_counter() - start) * 1000
-                    take(body.get("choices"))
-                    usage = body.get("usage") or {}
-        except BackendError:
-            raise
+                    out.take(json.loads(resp.read()), start)
         except httpx.ConnectError as exc:
-            raise BackendError(f"cannot reach the completion endpoint {self.url}: {exc}. Is the server running? "
-                               "(set --endpoint / aigcCode.endpoint)") from exc
+            raise BackendError(
+                f"cannot reach the completion endpoint {self.url}: {exc}. Is the server running? "
+                "(set --endpoint / aigcCode.endpoint)"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise BackendError(f"the completion endpoint {self.url} did not answer within {self.timeout_s:g}s") from exc
         except httpx.HTTPError as exc:
             raise BackendError(f"completion endpoint {self.url} failed: {exc}") from exc
         except (ValueError, TypeError, AttributeError) as exc:
-            raise BackendError(f"completion endpoint {self.url} sent a response that is not OpenAI completions JSON: {exc}") from exc
+            raise BackendError(
+                f"completion endpoint {self.url} sent a response that is not OpenAI completions JSON: {exc}"
+            ) from exc
+        return out
 
-        stops = [s for s in request.stop if s] + _fim_stops(self.fim_format)
-        candidates = []
-        for i in range(n):
-            text = texts[i]
-            reason = {"length": "length", "stop": "stop", "eos": "eos"}.get(finish[i] or "", "stop")
-            cut = min((text.find(s) for s in stops if s in text), default=-1)
-            if cut >= 0:
-                text, reason = text[:cut], "stop"
-            if cancelled:
-                reason = "cancelled"
-            candidates.append(Candidate(text, logprobs[i], reason))
+    @staticmethod
+    def _read_events(resp, out: _Stream, cancel: CancellationToken | None, start: float) -> None:
+        for line in resp.iter_lines():
+            if cancel is not None and cancel.cancelled:
+                out.cancelled = True
+                return
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            out.take(json.loads(data), start)
+
+    def _empty_error(self, prompt: str) -> BackendError:
+        size = self.tokens.count_tokens(prompt)
+        ctx = self.max_context
+        return BackendError(
+            f"completion endpoint {self.url} answered with no text and no finish reason: the prompt "
+            f"(about {size} tokens) is probably longer than the server's context"
+            + (f" ({ctx})" if ctx else "")
+            + "; set the context size (AIGC_CODE_MAX_CONTEXT or the "
+            "backend's max_context) to the server's, e.g. llama.cpp's --n_ctx"
+        )
+
+    def _generate(self, payload: dict, n: int, cancel: CancellationToken | None, start: float) -> list[_Stream]:
+        """n choices: one request with `n`, or (for servers that ignore it) one request per choice."""
+        info = self.server()
+        if n == 1 or info.n_native:
+            first = self._post(payload, n, cancel, start)
+            got = len(first.seen)
+            if n == 1 or got >= n or first.cancelled:
+                return [first]
+            info.n_native = False
+            self.warn_once(f"the server at {self.url} returned {got} of n={n} choices: sending one request per choice")
+            runs, missing = [first], range(got, n)
+        else:
+            runs, missing = [], range(n)
+        for i in missing:
+            if cancel is not None and cancel.cancelled:
+                break
+            one = {**payload, "n": 1}
+            if "seed" in one:
+                one["seed"] = one["seed"] + i
+            runs.append(self._post(one, 1, cancel, start))
+        return runs
+
+    def complete(
+        self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None
+    ) -> GenerationResult:
+        start = time.perf_counter()
+        head, heal = self.heal_split(prefix)
+        payload = self._payload(head, suffix, request, heal)
+        runs = self._generate(payload, max(1, request.n), cancel, start)
+        if all(run.empty for run in runs):
+            raise self._empty_error(payload["prompt"])
+        stops = [s for s in request.stop if s] + self.fim.stops
+        candidates = [self._candidate(run, i, heal, stops) for run in runs for i in sorted(run.seen or {0})]
+        return self._result(candidates[: max(1, request.n)], runs, payload["prompt"], start)
+
+    def _result(self, candidates: list[Candidate], runs: list[_Stream], prompt: str, start: float) -> GenerationResult:
+        """Timings and token counts: the server's `usage` when it sends one, else counted here
+        (prompt: estimated; generated: one streamed chunk or log-probability per token)."""
         total_ms = (time.perf_counter() - start) * 1000
+        first = [r.first_ms for r in runs if r.first_ms is not None]
+        usage = [r.usage for r in runs if r.usage]
+        prompt_tokens = int(usage[0].get("prompt_tokens", 0) or 0) if usage else 0
+        generated = sum(int(u.get("completion_tokens", 0) or 0) for u in usage)
+        counted = sum(max(sum(r.chunks), sum(len(lp) for lp in r.logprobs)) for r in runs)
         return GenerationResult(
             candidates=candidates,
-            prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
-            generated_tokens=int(usage.get("completion_tokens", 0) or 0) or sum(len(lp) for lp in logprobs),
-            prompt_ms=first_ms if first_ms is not None else total_ms,
+            prompt_tokens=prompt_tokens or self.tokens.count_tokens(prompt),
+            generated_tokens=generated or counted,
+            prompt_ms=min(first) if first else total_ms,
             total_ms=total_ms,
         )
 
+    @staticmethod
+    def _candidate(run: _Stream, i: int, heal: str, stops: list[str]) -> Candidate:
+        text = strip_heal(run.texts[i], heal)
+        reason = {"length": "length", "stop": "stop", "eos": "eos"}.get(run.finish[i] or "", "stop")
+        cut = min((text.find(s) for s in stops if s in text), default=-1)
+        if cut >= 0:
+            text, reason = text[:cut], "stop"
+        if run.cancelled:
+            reason = "cancelled"
+        return Candidate(text, run.logprobs[i], reason)
 
-def make_backend(kind: str = "local", model: str | None = None, adapter: str | None = None,
-                 endpoint: str | None = None, device: str | None = None, fim_format: str = "starcoder",
-                 api_key: str | None = None, timeout_s: float = 30.0) -> Backend:
+
+def _int(value) -> int | None:
+    try:
+        return int(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _env_int(name: str) -> int | None:
+    return _int(os.environ.get(name))
+
+
+def make_backend(
+    kind: str = "local",
+    model: str | None = None,
+    adapter: str | None = None,
+    endpoint: str | None = None,
+    device: str | None = None,
+    fim_format: str = "starcoder",
+    api_key: str | None = None,
+    timeout_s: float = 30.0,
+    max_context: int | None = None,
+) -> Backend:
     """Build a backend; raises ModelLoadError / BackendError with a message a user can act on."""
     if kind == "local":
         return LocalBackend(model=model, adapter=adapter, device=device)
     if kind == "openai":
-        return OpenAIBackend(endpoint or "", model=model, fim_format=fim_format, api_key=api_key, timeout_s=timeout_s)
+        return OpenAIBackend(
+            endpoint or "",
+            model=model,
+            fim_format=fim_format,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_context=max_context,
+        )
     raise BackendError(f"unknown backend {kind!r}: use 'local' or 'openai'")

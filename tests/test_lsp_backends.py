@@ -14,14 +14,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from aigc_code.server.backend import BackendHolder, backend_from_settings
+from aigc_code.server.documents import Document
+from aigc_code.server.settings import Settings
 from lsprotocol import types as T
 
 from aigc_code.backends import CancellationToken, GenerationConfig, OpenAIBackend, completions_url, fim_prompt
 from aigc_code.errors import BackendError
-from aigc_code.server.backend import BackendHolder, backend_from_settings
-from aigc_code.server.completion import CompletionPipeline, CompletionRequest
-from aigc_code.server.documents import Document
-from aigc_code.server.settings import Settings
+from aigc_code.pipeline import CompletionPipeline, CompletionRequest
 
 
 class Stub(BaseHTTPRequestHandler):
@@ -49,7 +49,11 @@ class Stub(BaseHTTPRequestHandler):
             self.end_headers()
             for i, text in enumerate(texts):
                 for piece in [text[: len(text) // 2], text[len(text) // 2 :]]:
-                    chunk = {"choices": [{"index": i, "text": piece, "logprobs": {"token_logprobs": [-0.5]}, "finish_reason": None}]}
+                    chunk = {
+                        "choices": [
+                            {"index": i, "text": piece, "logprobs": {"token_logprobs": [-0.5]}, "finish_reason": None}
+                        ]
+                    }
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     self.wfile.flush()
                     if mode == "slowstream":
@@ -61,8 +65,10 @@ class Stub(BaseHTTPRequestHandler):
                     time.sleep(0.2)
             self.wfile.write(b"data: [DONE]\n\n")
             return
-        choices = [{"index": i, "text": t, "finish_reason": "length", "logprobs": {"token_logprobs": [-0.1 * (i + 1)] * 3}}
-                   for i, t in enumerate(texts)]
+        choices = [
+            {"index": i, "text": t, "finish_reason": "length", "logprobs": {"token_logprobs": [-0.1 * (i + 1)] * 3}}
+            for i, t in enumerate(texts)
+        ]
         self._json(200, {"choices": choices, "usage": {"prompt_tokens": 11, "completion_tokens": 3}})
 
     def _json(self, code, payload):
@@ -115,7 +121,7 @@ def test_json_response_payload_and_ranking_data(stub):
     sent = stub.requests[-1]
     assert sent["path"] == "/v1/completions" and sent["auth"] == "Bearer k"
     body = sent["body"]
-    assert body["prompt"] == "<fim_prefix>def add(a, b):\n    <fim_suffix>\n<fim_middle>"
+    assert body["prompt"] == "<fim_prefix>def add(a, b):<fim_suffix>\n<fim_middle>"  # "\n    " healed
     assert body["max_tokens"] == 12 and body["n"] == 2 and body["model"] == "m1" and body["temperature"] == 0.2
     assert len(body["stop"]) == 4 and body["logprobs"] == 1
     assert [c.text for c in result.candidates] == ["return a + b", "return a"]  # stop applied client-side too
@@ -129,7 +135,7 @@ def test_streaming_and_suffix_field(stub):
     backend = OpenAIBackend(stub.url + "/completions", fim_format="suffix")
     result = backend.complete("x = ", "\n", GenerationConfig(max_new_tokens=4))
     body = stub.requests[-1]["body"]
-    assert body["prompt"] == "x = " and body["suffix"] == "\n" and body["stream"] is True
+    assert body["prompt"] == "x =" and body["suffix"] == "\n" and body["stream"] is True
     assert body["model"] == "stub-model"  # asked /v1/models, as none was configured
     assert result.candidates[0].text == "return a + b\n" and result.candidates[0].token_logprobs == [-0.5, -0.5]
 
@@ -162,15 +168,24 @@ def test_cancel_between_stream_chunks(stub):
 
 
 def _request(doc: Document, line: int, col: int, settings: Settings, others=()) -> CompletionRequest:
-    return CompletionRequest(doc=doc.snapshot(), path="src/" + doc.uri.rsplit("/", 1)[1], cursor=doc.index_at(line, col),
-                             settings=settings, others=[(o.snapshot(), "src/" + o.uri.rsplit("/", 1)[1]) for o in others])
+    return CompletionRequest(
+        doc=doc.snapshot(),
+        path="src/" + doc.uri.rsplit("/", 1)[1],
+        cursor=doc.index_at(line, col),
+        settings=settings,
+        others=[(o.snapshot(), "src/" + o.uri.rsplit("/", 1)[1]) for o in others],
+    )
 
 
 def test_pipeline_over_http_backend(stub):
     settings = Settings(backend="openai", endpoint=stub.url, max_new_tokens=16)
     pipeline = CompletionPipeline(BackendHolder(backend_from_settings).get)
-    helper = Document("file:///w/helpers.py", "python", 1, "def add_tax(amount, rate):\n    return amount * (1 + rate)\n")
-    doc = Document("file:///w/main.py", "python", 1, "def total(amount, rate):\n    value = add_tax(amount, rate)\n    \n")
+    helper = Document(
+        "file:///w/helpers.py", "python", 1, "def add_tax(amount, rate):\n    return amount * (1 + rate)\n"
+    )
+    doc = Document(
+        "file:///w/main.py", "python", 1, "def total(amount, rate):\n    value = add_tax(amount, rate)\n    \n"
+    )
     stub.texts = ["return value\n\ndef unrelated():\n    pass\n"]
     out = pipeline.run(_request(doc, 2, 4, settings, [helper]))
     assert [s.text for s in out.suggestions] == ["return value"]
@@ -181,8 +196,17 @@ def test_pipeline_over_http_backend(stub):
     calls = len(stub.requests)
 
     # The user types "ret": answered from the cache, no HTTP call.
-    doc.apply_change("ret", type("R", (), {"start": type("P", (), {"line": 2, "character": 4})(),
-                                           "end": type("P", (), {"line": 2, "character": 4})()})())
+    doc.apply_change(
+        "ret",
+        type(
+            "R",
+            (),
+            {
+                "start": type("P", (), {"line": 2, "character": 4})(),
+                "end": type("P", (), {"line": 2, "character": 4})(),
+            },
+        )(),
+    )
     doc.version = 2
     doc.reparse()
     out = pipeline.run(_request(doc, 2, 7, settings))
@@ -209,17 +233,25 @@ SERVE = [sys.executable, "-m", "aigc_code.server", "serve"]
 
 
 def test_check_reports_one_line(stub, tiny_model):
-    ok = subprocess.run(SERVE + ["--check", "--backend", "openai", "--endpoint", stub.url], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        SERVE + ["--check", "--backend", "openai", "--endpoint", stub.url], capture_output=True, text=True, timeout=60
+    )
     assert ok.returncode == 0 and ok.stdout.startswith("ok: openai-compatible endpoint") and ok.stdout.count("\n") == 1
-    down = subprocess.run(SERVE + ["--check", "--backend", "openai", "--endpoint", f"http://127.0.0.1:{free_port()}"],
-                          capture_output=True, text=True, timeout=60)
+    down = subprocess.run(
+        SERVE + ["--check", "--backend", "openai", "--endpoint", f"http://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert down.returncode == 1 and down.stdout.startswith("error: cannot reach")
     local = subprocess.run(SERVE + ["--check", "--model", str(tiny_model)], capture_output=True, text=True, timeout=120)
     assert local.returncode == 0 and local.stdout.startswith("ok: local model"), local.stderr[-2000:]
 
 
 def test_non_loopback_bind_needs_allow_remote():
-    proc = subprocess.run(SERVE + ["--tcp", "--host", "0.0.0.0", "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        SERVE + ["--tcp", "--host", "0.0.0.0", "--port", str(free_port())], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "--allow-remote" in proc.stderr
 
 
@@ -228,8 +260,11 @@ def test_tcp_with_token(stub):
     from pytest_lsp import make_test_lsp_client
 
     port = free_port()
-    proc = subprocess.Popen(SERVE + ["--tcp", "--port", str(port), "--token", "s3cret", "--backend", "openai", "--endpoint", stub.url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        SERVE + ["--tcp", "--port", str(port), "--token", "s3cret", "--backend", "openai", "--endpoint", stub.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
     async def session():
         client = make_test_lsp_client()
@@ -239,7 +274,9 @@ def test_tcp_with_token(stub):
                 break
             except OSError:
                 await asyncio.sleep(0.1)
-        params = T.InitializeParams(capabilities=T.ClientCapabilities(), initialization_options={"aigcCode": {"token": "wrong"}})
+        params = T.InitializeParams(
+            capabilities=T.ClientCapabilities(), initialization_options={"aigcCode": {"token": "wrong"}}
+        )
         client.capabilities = params.capabilities
         with pytest.raises(JsonRpcException, match="not authorized"):
             await client.initialize_async(params)
@@ -248,11 +285,17 @@ def test_tcp_with_token(stub):
         params.initialization_options = {"aigcCode": {"token": "s3cret", "maxNewTokens": 5}}
         await client.initialize_session(params)
         uri = "file:///w/tcp.py"
-        client.text_document_did_open(T.DidOpenTextDocumentParams(T.TextDocumentItem(uri, "python", 1, "def f(a, b):\n    \n")))
+        client.text_document_did_open(
+            T.DidOpenTextDocumentParams(T.TextDocumentItem(uri, "python", 1, "def f(a, b):\n    \n"))
+        )
         stub.texts = ["return a + b"]
-        result = await client.text_document_inline_completion_async(T.InlineCompletionParams(
-            context=T.InlineCompletionContext(T.InlineCompletionTriggerKind.Automatic),
-            text_document=T.TextDocumentIdentifier(uri), position=T.Position(1, 4)))
+        result = await client.text_document_inline_completion_async(
+            T.InlineCompletionParams(
+                context=T.InlineCompletionContext(T.InlineCompletionTriggerKind.Automatic),
+                text_document=T.TextDocumentIdentifier(uri),
+                position=T.Position(1, 4),
+            )
+        )
         assert [i.insert_text for i in result.items] == ["return a + b"]
         assert stub.requests[-1]["body"]["max_tokens"] == 5
         await client.shutdown_async(None)
@@ -276,9 +319,14 @@ def test_model_load_failure_is_reported_and_server_stays_up(tmp_path):
         await client.start_io(*SERVE, "--model", str(tmp_path / "no-such-model"))
         await client.initialize_session(T.InitializeParams(capabilities=T.ClientCapabilities()))
         uri = "file:///w/x.py"
-        client.text_document_did_open(T.DidOpenTextDocumentParams(T.TextDocumentItem(uri, "python", 1, "def f():\n    \n")))
-        params = T.InlineCompletionParams(context=T.InlineCompletionContext(T.InlineCompletionTriggerKind.Automatic),
-                                          text_document=T.TextDocumentIdentifier(uri), position=T.Position(1, 4))
+        client.text_document_did_open(
+            T.DidOpenTextDocumentParams(T.TextDocumentItem(uri, "python", 1, "def f():\n    \n"))
+        )
+        params = T.InlineCompletionParams(
+            context=T.InlineCompletionContext(T.InlineCompletionTriggerKind.Automatic),
+            text_document=T.TextDocumentIdentifier(uri),
+            position=T.Position(1, 4),
+        )
         with pytest.raises(JsonRpcInternalError, match="no-such-model does not exist"):
             await client.text_document_inline_completion_async(params)
         assert any("cannot load the model" in m.message for m in client.messages)  # window/showMessage
