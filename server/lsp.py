@@ -43,6 +43,7 @@ from aigc_code.pipeline import CompletionOutcome, CompletionPipeline, Completion
 from .backend import BackendHolder
 from .documents import UTF16, DocumentStore, PositionError, UnknownDocument, display_path
 from .settings import SECTION, Settings, merge, section
+from .workspace import WorkspaceWatch, client_can_watch, local_path, watcher_registration
 from .transport import MAX_HEADER_LINE, LimitedStdinReader, run_framed
 
 log = logging.getLogger("aigc_code.server")
@@ -138,6 +139,7 @@ class AigcServer(LanguageServer):
         self.backends = holder or BackendHolder()
         self.cache = SuggestionCache(self.settings.cache_size)
         self.pipeline = CompletionPipeline(self.backends.get, self.cache)
+        self.repository = WorkspaceWatch()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigc-generate")
         self.inflight: dict[str, CancellationToken] = {}
         self.last_timing: dict | None = None
@@ -274,7 +276,7 @@ class AigcServer(LanguageServer):
             others = [(d.snapshot(), display_path(d.uri, self.roots)) for d in self.documents.recent(exclude=uri, limit=MAX_CONTEXT_DOCUMENTS)
                       if d.language is not None]
             request = CompletionRequest(doc=doc.snapshot(), path=display_path(uri, self.roots), cursor=index,
-                                        settings=settings, others=others, invoked=invoked)
+                                        settings=settings, others=others, invoked=invoked, file_path=local_path(uri))
             outcome = await loop.run_in_executor(self.executor, self.pipeline.run, request, token, time.perf_counter())
         except asyncio.CancelledError:
             token.cancel()  # $/cancelRequest or shutdown: stop the model at its next token
@@ -347,11 +349,34 @@ def _initialized(ls: AigcServer, params: types.InitializedParams) -> None:
     for problem in ls._pending_problems:
         ls.log_to_client(logging.WARNING, problem)
     ls._pending_problems = []
+    start_workspace_index(ls)
+
+
+def start_workspace_index(ls: AigcServer) -> None:
+    """Index the workspace folders in the background; ask the client to report file changes."""
+
+    def done(report: dict) -> None:
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.get("skipped", {}).items())) or "none"
+        ls.log_to_client(logging.INFO, f"workspace index: {report.get('files', 0)} files in "
+                         f"{report.get('seconds', 0):.1f} s (skipped: {skipped})")
+
+    ls.repository.start(ls.roots, ls.settings, on_done=done)
+    ls.pipeline.workspace = ls.repository.index
+    if ls.repository.index is not None and client_can_watch(ls.client_capabilities):
+        asyncio.ensure_future(_register_watcher(ls))
+
+
+async def _register_watcher(ls: AigcServer) -> None:
+    try:
+        await ls.client_register_capability_async(watcher_registration())
+    except Exception as exc:  # the client refused: the index still follows open buffers and saves
+        ls.log_to_client(logging.WARNING, f"file watcher registration failed: {exc}")
 
 
 def _did_open(ls: AigcServer, params: types.DidOpenTextDocumentParams) -> None:
     d = params.text_document
     ls.documents.open(d.uri, d.language_id, d.version, d.text)
+    ls.repository.buffer(d.uri, d.text)
 
 
 def _did_change(ls: AigcServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -361,6 +386,7 @@ def _did_change(ls: AigcServer, params: types.DidChangeTextDocumentParams) -> No
     except UnknownDocument as exc:
         ls.log_to_client(logging.WARNING, f"didChange ignored: {exc}")
         return
+    ls.repository.buffer(uri, ls.documents.get(uri).text)
     token = ls.inflight.get(uri)
     if token is not None:
         token.cancel()  # the user kept typing: the pending suggestion would be stale
@@ -372,6 +398,15 @@ def _did_close(ls: AigcServer, params: types.DidCloseTextDocumentParams) -> None
     if token is not None:
         token.cancel()
     ls.documents.close(uri)
+    ls.repository.disk(uri)  # the buffer is gone: the index goes back to the file on disk
+
+
+def _did_save(ls: AigcServer, params: types.DidSaveTextDocumentParams) -> None:
+    ls.repository.disk(params.text_document.uri)
+
+
+def _did_change_watched_files(ls: AigcServer, params: types.DidChangeWatchedFilesParams) -> None:
+    ls.repository.watched(params.changes)
 
 
 async def _did_change_configuration(ls: AigcServer, params: types.DidChangeConfigurationParams) -> None:
@@ -467,10 +502,12 @@ def _status(ls: AigcServer, params: Any = None) -> dict:
         "documents": len(ls.documents),
         "positionEncoding": ls.position_encoding,
         "cache": {"entries": len(ls.cache), "hits": ls.cache.hits, "misses": ls.cache.misses},
+        "workspace": ls.repository.public(),
     }
 
 
 def _shutdown(ls: AigcServer, params: Any = None) -> None:
+    ls.repository.stop()
     for token in list(ls.inflight.values()):
         token.cancel()
     ls.inflight.clear()
@@ -483,6 +520,8 @@ def create_server(settings: Settings | None = None, token: str | None = None, ho
     server.feature(types.TEXT_DOCUMENT_DID_OPEN)(_did_open)
     server.feature(types.TEXT_DOCUMENT_DID_CHANGE)(_did_change)
     server.feature(types.TEXT_DOCUMENT_DID_CLOSE)(_did_close)
+    server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))(_did_save)
+    server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)(_did_change_watched_files)
     server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(_did_change_configuration)
     server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(_inline_completion)
     server.feature(types.TEXT_DOCUMENT_COMPLETION,

@@ -1,0 +1,53 @@
+"""`aigc-code eval repo`: the shell over `aigc_code.eval.repo` (parse, call, one error line)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from aigc_code.errors import AigcCodeError
+
+
+def repo_command(
+    repos: Annotated[list[Path], typer.Argument(help="Repository folders to punch holes in (copied first).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: results.jsonl (resumable), report.json/.md, "
+                                      "plot.png.")],
+    holes: Annotated[int, typer.Option(min=1, help="Holes per repository (one line each, one per file).")] = 40,
+    seed: Annotated[int, typer.Option(help="Seed for choosing files and lines.")] = 0,
+    configs: Annotated[str, typer.Option(help="Comma-separated configurations: none, context, copy, both, "
+                                         "both-likelihood, both-model-first.")] = ",".join(
+        ("none", "context", "copy", "both", "both-likelihood", "both-model-first")),
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Local checkpoint directory, or the "
+                                                 "served model name with --backend openai.")] = None,
+    adapter: Annotated[Optional[str], typer.Option(help="peft LoRA adapter directory.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:1.")] = None,
+    backend: Annotated[str, typer.Option(help="local or openai.")] = "local",
+    endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server URL (--backend openai).")] = None,
+    fim_format: Annotated[str, typer.Option(help="FIM format for --backend openai.")] = "starcoder",
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Most tokens per suggestion.")] = 64,
+):
+    """Repository completion benchmark: next-line exact match with and without the workspace index."""
+    from aigc_code.eval.repo import CONFIGS, RepoRun, run_repo_benchmark
+    from aigc_code.settings import Settings
+
+    chosen = tuple(c.strip() for c in configs.split(",") if c.strip())
+    unknown = [c for c in chosen if c not in CONFIGS]
+    if unknown or not chosen:
+        typer.echo(f"error: unknown configuration {', '.join(unknown) or '(none)'}; known: {', '.join(CONFIGS)}",
+                   err=True)
+        raise typer.Exit(2)
+    settings = Settings(model=model, adapter=adapter, device=device, backend=backend, endpoint=endpoint,
+                        fim_format=fim_format, max_new_tokens=max_new_tokens)
+    try:
+        report = run_repo_benchmark(RepoRun(out, list(repos), holes, seed, chosen, settings))
+    except AigcCodeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; run the same command again to resume from {out}/results.jsonl", err=True)
+        raise typer.Exit(130) from None
+    sys.stdout.write((out / "report.md").read_text())
+    typer.echo(f"mean next-line exact match over repositories: {report['mean_over_repos_em_line']}")
