@@ -70,15 +70,23 @@ class StaticCache:
 
 @dataclass
 class _Layer:
+    """One decoder layer's weights, laid out for the fast path.
+
+    Float weights are pre-transposed ([in, out], for `torch.mm`/`addmm`) and fused (q|k|v, gate|up);
+    q/k rows are permuted so that rotary pairs are adjacent. Quantized layers keep the model's own
+    (dynamic int8) modules and HF's layout.
+    """
+
     norm1: torch.Tensor
-    qkv: object  # fused weight tensor, or a tuple of (quantized) modules called one by one
+    qkv: object  # [in, out] fused weight, or (q, k, v) modules
     qkv_bias: torch.Tensor | None
     q_norm: torch.Tensor | None
     k_norm: torch.Tensor | None
-    o: object
+    o: object  # [in, out] weight, or a module
+    o_bias: torch.Tensor | None
     norm2: torch.Tensor
-    gate_up: object
-    down: object
+    gate_up: object  # [in, 2 * intermediate] fused weight, or (gate, up) modules
+    down: object  # [intermediate, out] weight, or a module
 
 
 def unsupported_reason(model) -> str | None:
@@ -167,56 +175,53 @@ class FastLM:
         self.final_norm = inner.norm.weight
         self.lm_head = model.lm_head
         self.quantized = not _is_float_linear(attn0.q_proj)
+        self.gqa = self.kv_heads != self.heads
+        self.vocab = model.lm_head.out_features if hasattr(model.lm_head, "out_features") else self.embed.shape[0]
         self.layers = [self._layer(layer) for layer in inner.layers]
         self.freqs = self._rotary(inner, model)
-        self._step = None
-        self._graph = None
-        if compile_step:
-            self._step = torch.compile(self._forward_one, dynamic=False, fullgraph=False)
-        if compile_step or self.device.type == "cuda":
-            self.warm()
+        self.cos, self.sin = self.freqs.real.contiguous(), self.freqs.imag.contiguous()
+        self.blocks: dict[int, object] = {}  # fixed token counts -> compiled (or graphed) step
+        if compile_step and not self.quantized:
+            self.compile_blocks()
 
     # -- weights -----------------------------------------------------------------------------
     def _layer(self, layer) -> _Layer:
         attn, mlp = layer.self_attn, layer.mlp
+        q_norm = getattr(attn, "q_norm", None)
+        k_norm = getattr(attn, "k_norm", None)
+        q_norm = None if q_norm is None else q_norm.weight
+        k_norm = None if k_norm is None else k_norm.weight
+        norm1, norm2 = layer.input_layernorm.weight, layer.post_attention_layernorm.weight
+        if self.quantized:
+            qkv, gate_up = (attn.q_proj, attn.k_proj, attn.v_proj), (mlp.gate_proj, mlp.up_proj)
+            return _Layer(norm1, qkv, None, q_norm, k_norm, attn.o_proj, None, norm2, gate_up, mlp.down_proj)
         qperm = _interleave_perm(self.head_dim, self.heads).to(self.device)
         kperm = _interleave_perm(self.head_dim, self.kv_heads).to(self.device)
         hperm = _interleave_perm(self.head_dim, 1).to(self.device)
-        q_norm = getattr(attn, "q_norm", None)
-        k_norm = getattr(attn, "k_norm", None)
-        if self.quantized:
-            return _Layer(
-                layer.input_layernorm.weight,
-                (attn.q_proj, attn.k_proj, attn.v_proj),
-                None,
-                None if q_norm is None else q_norm.weight,
-                None if k_norm is None else k_norm.weight,
-                attn.o_proj,
-                layer.post_attention_layernorm.weight,
-                (mlp.gate_proj, mlp.up_proj),
-                mlp.down_proj,
-            )
         qkv = torch.cat([attn.q_proj.weight[qperm], attn.k_proj.weight[kperm], attn.v_proj.weight])
-        biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
-        bias = None
-        if any(b is not None for b in biases):
-            sizes = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
-            parts = [
-                b if b is not None else torch.zeros(n, dtype=self.dtype, device=self.device)
-                for b, n in zip(biases, sizes)
-            ]
-            bias = torch.cat([parts[0][qperm], parts[1][kperm], parts[2]])
         return _Layer(
-            layer.input_layernorm.weight,
-            qkv.contiguous(),
-            bias,
-            None if q_norm is None else q_norm.weight[hperm].contiguous(),
-            None if k_norm is None else k_norm.weight[hperm].contiguous(),
-            (attn.o_proj.weight, attn.o_proj.bias),
-            layer.post_attention_layernorm.weight,
-            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous(),
-            mlp.down_proj.weight,
+            norm1,
+            qkv.t().contiguous(),
+            self._qkv_bias(attn, qperm, kperm),
+            None if q_norm is None else q_norm[hperm].contiguous(),
+            None if k_norm is None else k_norm[hperm].contiguous(),
+            attn.o_proj.weight.t().contiguous(),
+            attn.o_proj.bias,
+            norm2,
+            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous(),
+            mlp.down_proj.weight.t().contiguous(),
         )
+
+    def _qkv_bias(self, attn, qperm, kperm) -> torch.Tensor | None:
+        biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
+        if all(b is None for b in biases):
+            return None
+        sizes = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
+        parts = [
+            b if b is not None else torch.zeros(n, dtype=self.dtype, device=self.device)
+            for b, n in zip(biases, sizes, strict=True)
+        ]
+        return torch.cat([parts[0][qperm], parts[1][kperm], parts[2]])
 
     def _rotary(self, inner, model) -> torch.Tensor:
         """cos + i sin for every position, from the model's own rotary module (its scaling included)."""
@@ -248,51 +253,66 @@ class FastLM:
         pos, count = cache.length, input_ids.shape[1]
         if pos + count > cache.max_len:
             raise ValueError(f"the KV cache holds {cache.max_len} tokens; {pos + count} were asked for")
-        if count == 1 and self._graph is not None and input_ids.shape[0] == 1:
-            logits = self._graph.run(input_ids, cache)
-        elif count == 1 and self._step is not None:
-            logits = self._step(input_ids, *self._step_args(cache))
+        block = self._block_for(input_ids.shape[0], count, pos, cache)
+        if block is not None:
+            logits = self._run_block(block, input_ids, cache)[:, :count]
         else:
             logits = self._forward(input_ids, cache, pos, logits_to_keep)
         cache.length = pos + count
-        return Output(logits)
+        return Output(logits[:, -logits_to_keep:] if logits_to_keep else logits)
 
-    def _step_args(self, cache: StaticCache):
+    def _block_for(self, batch: int, count: int, pos: int, cache: StaticCache):
+        """The smallest compiled block that holds `count` new tokens at `pos` (None: run eagerly)."""
+        if batch != 1 or not self.blocks:
+            return None
+        size = min((k for k in self.blocks if k >= count), default=None)
+        if size is None or pos + size > cache.max_len:
+            return None
+        return size
+
+    def _run_block(self, size: int, ids: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+        # pad to the block (rows past `count` write cache slots that stay past its length); always a fresh
+        # tensor, so that the compiled graph's guards see the same kind of input every time
+        ids = torch.cat([ids, ids[:, -1:].expand(1, size - ids.shape[1])], dim=1)
         pos = torch.tensor([cache.length], device=self.device)
-        return pos, cache.keys, cache.values
+        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):  # the guards cost more than the step
+            return self.blocks[size](ids, pos, cache.keys, cache.values)
 
     def _forward(self, ids: torch.Tensor, cache: StaticCache, pos: int, keep: int) -> torch.Tensor:
+        """Eager forward of `ids` [batch, T] at cache position `pos` (prefill, drafts, n > 1)."""
         batch, count = ids.shape
-        x = F.embedding(ids, self.embed)
-        freqs = self.freqs[pos : pos + count].view(1, count, 1, -1)
         end = pos + count
+        x = F.embedding(ids.reshape(-1), self.embed)  # [batch * T, hidden]: every matmul is 2-D
+        freqs = self.freqs[pos:end].view(1, count, 1, -1)
         mask = None
         if count > 1:
             rows = torch.arange(pos, end, device=self.device).unsqueeze(1)
             mask = torch.arange(end, device=self.device).unsqueeze(0) <= rows
-        for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, freqs, batch, count)
-            kc, vc = cache.keys[i], cache.values[i]
-            kc[:, :, pos:end] = k
-            vc[:, :, pos:end] = v
-            att = F.scaled_dot_product_attention(
-                q, kc[:, :, :end], vc[:, :, :end], attn_mask=mask, enable_gqa=self.kv_heads != self.heads
-            )
-            x = self._finish_layer(layer, x, att, batch, count)
-        if keep:
-            x = x[:, -keep:]
-        return self._logits(x)
 
-    def _qkv(self, layer: _Layer, x, freqs, batch: int, count: int):
-        h = F.rms_norm(x, (x.shape[-1],), layer.norm1, self.eps)
+        def rope(qk):  # [batch, T, heads, head_dim] in pair layout -> rotated, same shape
+            pairs = torch.view_as_complex(qk.float().reshape(batch, count, -1, self.head_dim // 2, 2))
+            return torch.view_as_real(pairs * freqs).view(qk.shape).to(x.dtype)
+
+        for i, layer in enumerate(self.layers):
+            keys, values = cache.keys[i], cache.values[i]
+
+            def attend(q, k, v, keys=keys, values=values):
+                keys[:, :, pos:end] = k
+                values[:, :, pos:end] = v
+                return F.scaled_dot_product_attention(
+                    q, keys[:, :, :end], values[:, :, :end], attn_mask=mask, enable_gqa=self.gqa
+                )
+
+            x = self._layer_step(layer, x, batch, count, rope, attend)
+        if keep:
+            x = x.view(batch, count, -1)[:, -keep:].reshape(-1, x.shape[-1])
+        return self._logits(x).view(batch, -1, self.vocab)
+
+    def _layer_step(self, layer: _Layer, x, batch: int, count: int, rope, attend):
+        """One decoder layer on hidden states x [batch * T, hidden]; `attend` writes the cache and attends."""
         hd, nq, nk = self.head_dim, self.heads, self.kv_heads
-        if self.quantized:
-            q, k, v = (m(h) for m in layer.qkv)
-            qk = torch.cat([q, k], dim=-1).view(batch, count, nq + nk, hd)
-        else:
-            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
-            qk = qkv[..., : (nq + nk) * hd].view(batch, count, nq + nk, hd)
-            v = qkv[..., (nq + nk) * hd :]
+        h = F.rms_norm(x, (x.shape[-1],), layer.norm1, self.eps)
+        qk, v = self._project_qkv(layer, h, batch, count)
         if layer.q_norm is not None:
             qk = torch.cat(
                 [
@@ -301,83 +321,109 @@ class FastLM:
                 ],
                 dim=2,
             )
-        if self.quantized:  # the quantized path keeps HF's half-split layout: rotate it into pairs here
-            qk = qk.view(batch, count, nq + nk, 2, hd // 2).transpose(-1, -2)
-        rot = torch.view_as_complex(qk.float().reshape(batch, count, nq + nk, hd // 2, 2)) * freqs
-        qk = torch.view_as_real(rot).flatten(-2).to(x.dtype).transpose(1, 2)
-        v = v.reshape(batch, count, nk, hd).transpose(1, 2)
-        return qk[:, :nq], qk[:, nq:], v
-
-    def _finish_layer(self, layer: _Layer, x, att, batch: int, count: int):
-        att = att.transpose(1, 2).reshape(batch, count, self.heads * self.head_dim)
+        if self.quantized:  # HF's half-split layout: bring rotary pairs together first
+            qk = qk.view(batch, count, nq + nk, 2, hd // 2).transpose(-1, -2).reshape(batch, count, nq + nk, hd)
+        qk = rope(qk).transpose(1, 2)  # [batch, heads, T, head_dim]
+        att = attend(qk[:, :nq], qk[:, nq:], v.view(batch, count, nk, hd).transpose(1, 2))
+        att = att.transpose(1, 2).reshape(batch * count, nq * hd)
         if self.quantized:
             x = x + layer.o(att)
             h = F.rms_norm(x, (x.shape[-1],), layer.norm2, self.eps)
             gate, up = (m(h) for m in layer.gate_up)
             return x + layer.down(F.silu(gate) * up)
-        x = x + F.linear(att, *layer.o)
+        x = torch.addmm(x, att, layer.o) if layer.o_bias is None else torch.addmm(x + layer.o_bias, att, layer.o)
         h = F.rms_norm(x, (x.shape[-1],), layer.norm2, self.eps)
-        gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
-        return x + F.linear(F.silu(gate) * up, layer.down)
+        gate_up = torch.mm(h, layer.gate_up)
+        half = gate_up.shape[-1] // 2
+        return torch.addmm(x, F.silu(gate_up[:, :half]) * gate_up[:, half:], layer.down)
+
+    def _project_qkv(self, layer: _Layer, h, batch: int, count: int):
+        """q|k as [batch, T, q_heads + kv_heads, head_dim] and v as [batch * T, kv_heads * head_dim]."""
+        hd, nqk = self.head_dim, self.heads + self.kv_heads
+        if self.quantized:
+            q, k, v = (m(h) for m in layer.qkv)
+            return torch.cat([q, k], dim=-1).view(batch, count, nqk, hd), v
+        qkv = torch.mm(h, layer.qkv) if layer.qkv_bias is None else torch.addmm(layer.qkv_bias, h, layer.qkv)
+        return qkv[:, : nqk * hd].view(batch, count, nqk, hd), qkv[:, nqk * hd :]
 
     def _logits(self, x) -> torch.Tensor:
         x = F.rms_norm(x, (x.shape[-1],), self.final_norm, self.eps)
         return self.lm_head(x) if self.quantized else F.linear(x, self.lm_head.weight, self.lm_head.bias)
 
-    def _forward_one(self, ids: torch.Tensor, pos: torch.Tensor, keys: list, values: list) -> torch.Tensor:
-        """One token at tensor position `pos` over the whole static cache (fixed shapes: compilable, graphable)."""
-        x = F.embedding(ids, self.embed)
-        freqs = self.freqs.index_select(0, pos).view(1, 1, 1, -1)
-        mask = (torch.arange(keys[0].shape[2], device=self.device) <= pos).view(1, 1, 1, -1)
-        for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, freqs, 1, 1)
-            keys[i].index_copy_(2, pos, k)
-            values[i].index_copy_(2, pos, v)
-            att = F.scaled_dot_product_attention(
-                q, keys[i], values[i], attn_mask=mask, enable_gqa=self.kv_heads != self.heads
-            )
-            x = self._finish_layer(layer, x, att, 1, 1)
-        return self._logits(x)
+    def _forward_fixed(self, ids: torch.Tensor, pos: torch.Tensor, keys: list, values: list) -> torch.Tensor:
+        """`ids.shape[1]` tokens (batch 1) from tensor position `pos`, attending the whole static cache.
 
-    def warm(self) -> None:
-        """Run (and so compile / capture) the single-token step once, before the first request."""
+        Every shape is fixed (positions are data, unused cache rows are masked), so this compiles to
+        one graph per block size and can be captured as a CUDA graph. Rotary embeddings are real
+        arithmetic here: inductor does not generate code for complex numbers.
+        """
+        count = ids.shape[1]
+        positions = pos + torch.arange(count, device=self.device)
+        x = F.embedding(ids.reshape(-1), self.embed)
+        cos = self.cos.index_select(0, positions).view(1, count, 1, -1)
+        sin = self.sin.index_select(0, positions).view(1, count, 1, -1)
+        mask = torch.arange(keys[0].shape[2], device=self.device).view(1, -1) <= positions.view(-1, 1)
+
+        def rope(qk):
+            pairs = qk.float().reshape(1, count, -1, self.head_dim // 2, 2)
+            re, im = pairs[..., 0], pairs[..., 1]
+            return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).view(qk.shape).to(x.dtype)
+
+        for i, layer in enumerate(self.layers):
+
+            def attend(q, k, v, kc=keys[i], vc=values[i]):
+                kc.index_copy_(2, positions, k)
+                vc.index_copy_(2, positions, v)
+                return F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, enable_gqa=self.gqa)
+
+            x = self._layer_step(layer, x, 1, count, rope, attend)
+        return self._logits(x).view(1, count, self.vocab)
+
+    # -- compiled steps ----------------------------------------------------------------------
+    def compile_blocks(self, sizes: tuple[int, ...] = (1, 9)) -> None:
+        """Compile the fixed-size step for each block size and run it once (so no request pays the compile).
+
+        Size 1 is the plain decode step; 9 holds a token plus 8 prompt-lookup drafts (the engine's default).
+        On CUDA each compiled block is also captured as a CUDA graph.
+        """
+        step = torch.compile(self._forward_fixed, dynamic=False, fullgraph=True)
         with torch.inference_mode():
-            cache = self.new_cache()
-            ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-            if self.device.type == "cuda" and not self.quantized:
-                self._graph = _CudaGraphStep(self)
-            for _ in range(2):
-                self(input_ids=ids, cache=cache)
-                cache.length = 0
+            cache = self.new_cache()  # one set of buffers for every block (CUDA graphs share them)
+            for size in sizes:
+                ids = torch.zeros(1, size, dtype=torch.long, device=self.device)
+                pos = torch.zeros(1, dtype=torch.long, device=self.device)
+                for _ in range(2):
+                    step(ids, pos, cache.keys, cache.values)
+                self.blocks[size] = _CudaGraphStep(step, ids, cache) if self.device.type == "cuda" else step
 
 
 class _CudaGraphStep:
-    """The single-token step captured as a CUDA graph over static input/cache buffers."""
+    """A fixed-size step captured as a CUDA graph over static id/position/cache buffers.
 
-    def __init__(self, lm: FastLM):
-        self.lm = lm
-        self.ids = torch.zeros(1, 1, dtype=torch.long, device=lm.device)
-        self.pos = torch.zeros(1, dtype=torch.long, device=lm.device)
-        self.cache = lm.new_cache()
-        step = lm._step or lm._forward_one
+    The graph reads and writes its own cache tensors; a request's cache adopts them on first use
+    (its valid rows are copied in), so KV reuse across requests keeps working without copies.
+    """
+
+    def __init__(self, step, ids: torch.Tensor, cache: StaticCache):
+        self.ids = ids.clone()
+        self.pos = torch.zeros(1, dtype=torch.long, device=ids.device)
+        self.keys, self.values = cache.keys, cache.values
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(2):
-                step(self.ids, self.pos, self.cache.keys, self.cache.values)
+            step(self.ids, self.pos, self.keys, self.values)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.out = step(self.ids, self.pos, self.cache.keys, self.cache.values)
+            self.out = step(self.ids, self.pos, self.keys, self.values)
 
-    def run(self, ids: torch.Tensor, cache: StaticCache) -> torch.Tensor:
-        """Replay on the graph's own cache buffers: the request's cache object adopts them."""
-        if cache.keys[0].data_ptr() != self.cache.keys[0].data_ptr():
-            for mine, theirs in zip(self.cache.keys + self.cache.values, cache.keys + cache.values):
-                mine[:, :, : cache.length].copy_(theirs[:, :, : cache.length])
-            cache.keys, cache.values = self.cache.keys, self.cache.values
+    def __call__(self, ids: torch.Tensor, pos: torch.Tensor, keys: list, values: list) -> torch.Tensor:
+        if keys[0].data_ptr() != self.keys[0].data_ptr():
+            for mine, theirs in zip(self.keys + self.values, keys + values, strict=True):
+                mine.copy_(theirs)
+            keys[:], values[:] = self.keys, self.values  # the request's cache now lives in the graph's buffers
         self.ids.copy_(ids)
-        self.pos.fill_(cache.length)
+        self.pos.copy_(pos)
         self.graph.replay()
         return self.out.clone()
 
