@@ -16,6 +16,10 @@ class FimTokens:
     suffix: str
     middle: str
     eot: tuple[str, ...] = ()  # extra end-of-turn / end-of-middle markers that end a completion
+    requires: tuple[str, ...] = ()  # tokens besides the three markers that identify the family
+
+    def matches(self, vocab) -> bool:
+        return all(tok in vocab for tok in (self.prefix, self.suffix, self.middle, *self.requires))
 
     def psm(self, prefix: str, suffix: str, middle: str = "") -> str:
         """Prefix-Suffix-Middle: the layout used at inference time."""
@@ -27,26 +31,25 @@ class FimTokens:
 
 
 # Known families, most specific first. Detection looks these strings up in the tokenizer's vocabulary.
+# CodeGemma uses Qwen's three marker names; its `<|file_separator|>` (Qwen has `<|file_sep|>`) tells them apart.
 KNOWN_FIM = [
+    FimTokens("codegemma", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|file_separator|>",),
+              requires=("<|file_separator|>",)),
     FimTokens("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|fim_pad|>", "<|endoftext|>", "<|file_sep|>")),
     FimTokens("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", ("<fim_pad>", "<file_sep>", "<|endoftext|>")),
     FimTokens("deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", ("<|EOT|>",)),
     FimTokens("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", ("▁<EOT>",)),
     FimTokens("codellama", "<PRE>", "<SUF>", "<MID>", ("<EOT>",)),
-    FimTokens("codegemma", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|file_separator|>",)),
 ]
 
 # The layout aigc-code's own models are trained with (StarCoder names).
-DEFAULT_FIM = KNOWN_FIM[1]
+DEFAULT_FIM = next(f for f in KNOWN_FIM if f.family == "starcoder")
 SPECIAL_TOKENS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<file_sep>"]
 
 
 def detect_fim(vocab: dict[str, int] | set[str]) -> FimTokens | None:
     """The FIM family whose three markers are all in `vocab`, or None (prefix-only prompting)."""
-    for fim in KNOWN_FIM:
-        if fim.prefix in vocab and fim.suffix in vocab and fim.middle in vocab:
-            return fim
-    return None
+    return next((fim for fim in KNOWN_FIM if fim.matches(vocab)), None)
 
 
 def random_split(text: str, rng) -> tuple[str, str, str]:

@@ -16,8 +16,15 @@ SUFFIX = "\n\nprint(add(1, 2))\n"
 
 @pytest.mark.parametrize("fim", KNOWN_FIM, ids=lambda f: f"{f.family}:{f.prefix}")
 def test_detect_fim_families(fim):
-    vocab = {fim.prefix: 1, fim.suffix: 2, fim.middle: 3, "hello": 4}
-    assert detect_fim(vocab) == next(f for f in KNOWN_FIM if f.prefix == fim.prefix)
+    vocab = {tok: i for i, tok in enumerate((fim.prefix, fim.suffix, fim.middle, *fim.eot, "hello"))}
+    assert detect_fim(vocab) == fim
+
+
+def test_codegemma_is_told_from_qwen_and_stops_at_file_separator():
+    markers = {"<|fim_prefix|>": 1, "<|fim_suffix|>": 2, "<|fim_middle|>": 3}
+    assert detect_fim({**markers, "<|file_sep|>": 4}).family == "qwen"
+    gemma = detect_fim({**markers, "<|file_separator|>": 4})
+    assert gemma.family == "codegemma" and "<|file_separator|>" in gemma.eot
 
 
 def test_detect_fim_none_without_markers():

@@ -155,7 +155,7 @@ def test_merge_output_loads_and_matches_adapter(finetuned, tiny_model, tmp_path)
 def test_resume_after_kill_continues_from_checkpoint(tiny_model, tiny_repo, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "aigc_code", "finetune", str(tiny_repo), "--out", str(out),
-           "--base", str(tiny_model), "--max-steps", "100000", "--checkpoint-every", "3", "--context-length", "64",
+           "--model", str(tiny_model), "--max-steps", "100000", "--checkpoint-every", "3", "--context-length", "64",
            "--batch-size", "2", "--grad-accum", "1", "--eval-lines", "2", "--eval-spans", "1", "--device", "cpu",
            "--threads", "1"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
@@ -249,6 +249,6 @@ def test_cli_one_line_error_for_missing_repo(tmp_path, tiny_model):
     from aigc_code.cli import app
 
     result = CliRunner().invoke(app, ["finetune", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
-                                      "--base", str(tiny_model)])
+                                      "--model", str(tiny_model)])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("error:") and "not a directory" in result.output

@@ -212,13 +212,13 @@ def test_lora_targets_per_architecture():
                               OPTForCausalLM)
 
     tiny = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    assert pick_targets(LlamaForCausalLM(LlamaConfig(**tiny))) == [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert pick_targets(LlamaForCausalLM(LlamaConfig(**tiny))) == (
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], [])
     bigcode = GPTBigCodeForCausalLM(GPTBigCodeConfig(vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=32))
-    assert pick_targets(bigcode) == ["c_attn", "c_proj", "c_fc"]
+    assert pick_targets(bigcode) == (["c_attn", "c_proj", "c_fc"], [])
     opt = OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, ffn_dim=32, num_hidden_layers=1,
                                    num_attention_heads=2, word_embed_proj_dim=16, max_position_embeddings=32))
-    assert pick_targets(opt) == ["fc1", "fc2", "k_proj", "out_proj", "q_proj", "v_proj"]  # fallback: all Linear
+    assert pick_targets(opt) == (["fc1", "fc2", "k_proj", "out_proj", "q_proj", "v_proj"], [])  # fallback: all Linear
 
 
 def test_next_line_tasks_and_edit_similarity():

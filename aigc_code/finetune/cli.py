@@ -17,7 +17,6 @@ import typer
 from aigc_code.errors import AigcCodeError
 
 
-
 def _fail(message: str):
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
@@ -26,15 +25,18 @@ def _fail(message: str):
 def finetune_command(
     repo: Annotated[Path, typer.Argument(help="Repository to learn from: a folder or a git checkout.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter directory to write (adapter, checkpoint, report).")],
-    base: Annotated[Optional[str], typer.Option("--base", help="Base model checkpoint directory "
-                    "(default: $AIGC_CODE_MODEL, else the embedded default model).")] = None,
-    rank: Annotated[int, typer.Option("--rank", "-r", help="LoRA rank.")] = 16,
-    alpha: Annotated[float, typer.Option("--alpha", help="LoRA alpha (scale = alpha / rank).")] = 32.0,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model checkpoint directory "
+                     "(default: $AIGC_CODE_MODEL, else the embedded default model).")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", hidden=True, help="Old name of --model.")] = None,
+    rank: Annotated[Optional[int], typer.Option("--rank", "-r", help="LoRA rank [default: 16].")] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha (scale = alpha / rank) "
+                     "[default: 32].")] = None,
     epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the training files "
                       "(default 3; not with --max-steps).")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps to train "
                          "(instead of --epochs).")] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warmup, cosine decay).")] = 1e-3,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (linear warmup, cosine decay) "
+                  "[default: 0.001].")] = None,
     context_length: Annotated[Optional[int], typer.Option("--context-length", help="Tokens per training sequence "
                               "(default: the base model's, at most 1024).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
@@ -55,15 +57,23 @@ def finetune_command(
 ):
     """Train a LoRA adapter on REPO's code and report base vs. base + adapter on held-out files."""
     from aigc_code.finetune.report import markdown
-    from aigc_code.finetune.train import FinetuneConfig, run_finetune
+    from aigc_code.finetune.train import FinetuneConfig, FinetuneInterrupted, run_finetune
 
-    cfg = FinetuneConfig(rank=rank, alpha=alpha, epochs=epochs, max_steps=max_steps, lr=lr,
-                         context_length=context_length, batch_size=batch_size, grad_accum=grad_accum,
-                         dropout=dropout, val_fraction=val_fraction, seed=seed,
-                         checkpoint_every=max(1, checkpoint_every), eval_lines=eval_lines, eval_spans=eval_spans)
+    explicit = {"rank": rank, "alpha": alpha, "lr": lr}  # given on the command line: --resume refuses a change
+    given = {k: v for k, v in explicit.items() if v is not None}
+    cfg = FinetuneConfig(epochs=epochs, max_steps=max_steps, context_length=context_length, batch_size=batch_size,
+                         grad_accum=grad_accum, dropout=dropout, val_fraction=val_fraction, seed=seed,
+                         checkpoint_every=max(1, checkpoint_every), eval_lines=eval_lines, eval_spans=eval_spans,
+                         **given)
     try:
-        result = run_finetune(repo, out, base=base, cfg=cfg, resume=resume, max_minutes=max_minutes,
-                              device=device, threads=threads, echo=lambda m: typer.echo(m, err=True))
+        result = run_finetune(repo, out, model=model or base, cfg=cfg, resume=resume, max_minutes=max_minutes,
+                              device=device, threads=threads, echo=lambda m: typer.echo(m, err=True), explicit=given)
+    except FinetuneInterrupted as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise typer.Exit(130) from None
     except AigcCodeError as exc:
         _fail(str(exc))
     if result is not None:  # the main process of a multi-GPU run
@@ -76,14 +86,15 @@ def finetune_command(
 def merge_command(
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter directory written by `aigc-code finetune`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (must not exist or be empty).")],
-    base: Annotated[Optional[str], typer.Option("--base", help="Base model directory (default: the one the "
-                    "adapter was trained on, else the embedded default model).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model directory (default: the one "
+                     "the adapter was trained on, else the embedded default model).")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", hidden=True, help="Old name of --model.")] = None,
 ):
     """Merge an adapter into its base model's weights and write a standalone checkpoint (+ tokenizer)."""
     from aigc_code.finetune.merge import merge
 
     try:
-        path = merge(adapter, out, base=base)
+        path = merge(adapter, out, base=model or base)
     except AigcCodeError as exc:
         _fail(str(exc))
     typer.echo(f"merged model written to {path}; use it with --model {path}")

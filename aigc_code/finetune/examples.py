@@ -12,6 +12,11 @@ engine cuts them at inference time (everything if it fits, else the suffix to a 
 budget and the prefix to the rest). Examples end with the end-of-text token and are packed
 first-fit into rows of `context` tokens; the rest of a row is padding (label -100).
 
+Token ids are assembled the way `Engine.build_prompt` assembles a prompt: the BOS token first when the
+tokenizer adds one (Llama-3, DeepSeek: read from what the tokenizer does, `vocab.adds_bos`), the FIM
+markers as their own ids, and the text pieces encoded as text -- a FIM marker string written in a source
+file stays characters (`vocab.TextEncoder`), it never becomes a control id.
+
 Everything is a pure function of (files, tokenizer, config, seed, epoch), so a resumed run sees
 exactly the batches the interrupted one would have.
 """
@@ -27,6 +32,7 @@ import numpy as np
 from aigc_code.fim import FimTokens, random_split
 from aigc_code.finetune.data import SourceFile
 from aigc_code.finetune.spans import FileSpans
+from aigc_code.vocab import TextEncoder, adds_bos, control_tokens
 
 PAD = -1  # padding marker inside packed rows (becomes pad_token_id in inputs and -100 in labels)
 
@@ -49,9 +55,13 @@ class ExampleBuilder:
         self.fim = fim
         self.cfg = cfg
         self.eos = tokenizer.eos_token_id
+        self._encode = TextEncoder(tokenizer, control_tokens(tokenizer))
+        self.bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+        self.marker_ids = ({name: tokenizer.convert_tokens_to_ids(name) for name in (fim.prefix, fim.suffix, fim.middle)}
+                           if fim else {})
         self.max_middle = max(8, int(cfg.context * cfg.max_middle_fraction))
         self.token_counts = [len(self.encode(f.text)) for f in files]
-        self.chars_per_token = [max(1.0, len(f.text) / max(1, n)) for f, n in zip(files, self.token_counts)]
+        self.chars_per_token = [max(1.0, len(f.text) / max(1, n)) for f, n in zip(files, self.token_counts, strict=True)]
         self._spans: dict[int, FileSpans] = {}
 
     @property
@@ -59,7 +69,7 @@ class ExampleBuilder:
         return sum(self.token_counts)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+        return self._encode(text)
 
     def spans(self, i: int) -> FileSpans:
         if i not in self._spans:
@@ -94,7 +104,7 @@ class ExampleBuilder:
         start = rng.randrange(max(1, len(text) - chars // 2)) if len(text) > chars // 2 else 0
         start = text.rfind("\n", 0, start) + 1 if start else 0
         window = text[start : start + chars]
-        ids = self.encode(window)
+        ids = self.bos + self.encode(window)
         if start + chars >= len(text) and len(ids) < ctx and self.eos is not None:
             return ids + [self.eos]
         return ids[:ctx]
@@ -125,13 +135,20 @@ class ExampleBuilder:
         prefix, suffix = self.fit(text[: span[0]], text[span[1] :], self.cfg.context - len(mid_ids) - 4,
                                   self.chars_per_token[i])
         if rng.random() < self.cfg.spm_rate:
-            ids = self.encode(self.fim.spm(prefix, suffix, middle))
+            ids = self.fim_ids(prefix, suffix, middle, spm=True)
         else:
             prefix, middle = self.heal(prefix, middle)
-            ids = self.encode(self.fim.psm(prefix, suffix, middle))
+            ids = self.fim_ids(prefix, suffix, middle, spm=False)
         if self.eos is not None:
             ids.append(self.eos)
         return ids[: self.cfg.context]
+
+    def fim_ids(self, prefix: str, suffix: str, middle: str, spm: bool) -> list[int]:
+        """The ids of `FimTokens.psm`/`.spm` text: markers as control ids, the pieces encoded as text."""
+        pre, suf, mid = ([self.marker_ids[m]] for m in (self.fim.prefix, self.fim.suffix, self.fim.middle))
+        if spm:
+            return self.bos + pre + suf + self.encode(suffix) + mid + self.encode(prefix) + self.encode(middle)
+        return self.bos + pre + self.encode(prefix) + suf + self.encode(suffix) + mid + self.encode(middle)
 
     def heal(self, prefix: str, middle: str) -> tuple[str, str]:
         """Move the prefix's last token into the middle, as `Engine` token healing does at inference.

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from aigc_code.errors import AigcCodeError
 
-
 ENGINE_FILES = ("aigc_code.json",)
 
 

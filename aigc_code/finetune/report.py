@@ -131,7 +131,7 @@ def markdown(report: dict) -> str:
     base_samples = e["base"].get("next_line", {}).get("samples", [])
     if samples:
         lines += ["", "## Next-line examples", "", "| file | expected | base | base + adapter |", "|---|---|---|---|"]
-        for b, s in zip(base_samples, samples):
+        for b, s in zip(base_samples, samples, strict=False):
             lines.append(f"| `{s['path']}` | `{_cell(s['target'])}` | `{_cell(b['prediction'])}` | "
                          f"`{_cell(s['prediction'])}` |")
     return "\n".join(lines) + "\n"

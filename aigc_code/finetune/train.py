@@ -44,6 +44,7 @@ class FinetuneConfig:
     alpha: float = 32.0
     dropout: float = 0.05
     target_modules: list[str] | None = None  # None: chosen per architecture
+    target_parameters: list[str] | None = None  # fused 3-D MoE expert weights (peft target_parameters)
     epochs: float | None = None  # default 3 when max_steps is not given either
     max_steps: int | None = None
     lr: float = 1e-3
@@ -84,20 +85,37 @@ def training_context(requested: int | None, config) -> int:
     return max(32, min(requested or min(limit, DEFAULT_MAX_CONTEXT), limit))
 
 
-def pick_targets(model) -> list[str]:
-    """LoRA target module names: the known set for the architecture, else every Linear layer."""
+def pick_targets(model) -> tuple[list[str], list[str]]:
+    """LoRA targets: (Linear module names, fused 3-D expert weight names).
+
+    Dense models: the known projection names for the architecture, else every Linear layer (not the head,
+    not an MoE router). MoE models whose experts are fused 3-D weights (transformers 5's Qwen3-MoE,
+    DeepSeek-V3, ...): every such Linear by full name -- a bare name like `down_proj` would also match the
+    fused expert weights -- plus the expert weights themselves, adapted through peft's `target_parameters`.
+    """
     import torch
     from transformers.pytorch_utils import Conv1D  # GPT-2 style projections, which peft also adapts
 
-    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-              if isinstance(m, (torch.nn.Linear, Conv1D))}
-    linear -= NOT_TARGETS
-    preset = ARCH_TARGETS.get(getattr(model.config, "model_type", ""))
-    if preset and set(preset) <= linear:
-        return list(preset)
-    if not linear:
+    linear = {name: m for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
+    linear = {name: m for name, m in linear.items()
+              if name.rsplit(".", 1)[-1] not in NOT_TARGETS and not _is_router(name, m, model)}
+    experts = sorted(name for name, p in model.named_parameters() if p.dim() == 3)
+    if not linear and not experts:
         raise FinetuneError(f"found no Linear layers to put LoRA adapters on in {type(model).__name__}")
-    return sorted(linear)
+    if experts:
+        return sorted(linear), experts
+    short = {name.rsplit(".", 1)[-1] for name in linear}
+    preset = ARCH_TARGETS.get(getattr(model.config, "model_type", ""))
+    if preset and set(preset) <= short:
+        return list(preset), []
+    return sorted(short), []
+
+
+def _is_router(name: str, module, model) -> bool:
+    """An MoE router (a Linear from the hidden size to the number of experts): adapting it is not wanted."""
+    cfg = model.config
+    experts = getattr(cfg, "num_experts", None) or getattr(cfg, "n_routed_experts", None)
+    return bool(experts) and name.endswith(".gate") and getattr(module, "out_features", None) == experts
 
 
 def engine_layout(model_dir: Path) -> str:
@@ -116,253 +134,377 @@ def lr_at(step: int, total: int, cfg: FinetuneConfig, warmup: int) -> float:
     return low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * progress))
 
 
-def run_finetune(repo: Path, out: Path, base: str | None = None, cfg: FinetuneConfig | None = None,
-                 resume: bool = False, max_minutes: float | None = None, device: str | None = None,
-                 threads: int | None = None, echo=print) -> dict:
-    """Finetune a LoRA adapter on `repo` into `out`; returns the report (also written to `out`)."""
-    import torch
-    from accelerate import Accelerator
+class FinetuneInterrupted(FinetuneError):
+    """Ctrl-C during training: the checkpoint is saved (the CLI exits 130)."""
 
-    from aigc_code.finetune import data as data_mod
-    from aigc_code.finetune import evaluate, report
-    from aigc_code.finetune.examples import ExampleBuilder, ExampleConfig
-    from aigc_code.fim import detect_fim
-    from aigc_code.loading import base_fingerprint, load_model, resolve_model_path
+
+RESUME_FIXED = ("rank", "alpha", "lr", "dropout", "batch_size", "grad_accum", "context_length", "seed")
+
+
+def run_finetune(repo: Path, out: Path, model: str | None = None, cfg: FinetuneConfig | None = None,
+                 resume: bool = False, max_minutes: float | None = None, device: str | None = None,
+                 threads: int | None = None, echo=print, base: str | None = None,
+                 explicit: dict | None = None) -> dict:
+    """Finetune a LoRA adapter on `repo` into `out`; returns the report (also written to `out`).
+
+    `explicit`: the settings the user gave on the command line; on `--resume` a changed one is refused.
+    """
+    import torch
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft calls a deprecated name
-    cfg = cfg or FinetuneConfig()
-    out = Path(out).expanduser()
-    ckpt_dir = out / "checkpoint"
     if threads:
         torch.set_num_threads(threads)
+    run = _Run(Path(out).expanduser(), cfg or FinetuneConfig(), echo)
+    run.starting_point(resume, model or base, explicit or {})
+    run.validate()
+    run.setup(Path(repo), device)
+    run.measure_base()
+    run.attach_adapter()
+    run.train(max_minutes)
+    return run.finish()
+
+
+class _Run:
+    """One finetune run, in named steps (see `run_finetune`)."""
+
+    def __init__(self, out: Path, cfg: FinetuneConfig, echo):
+        self.out = out
+        self.ckpt_dir = out / "checkpoint"
+        self.cfg = cfg
+        self.echo = echo
+        self.say = echo
+        self.ckpt: Path | None = None
+        self.model_arg: str | None = None
+        self.state: dict = {"step": 0, "tokens": 0, "train_seconds": 0.0, "runs": 0, "history": []}
+        self.stop_reason = "completed"
+        self.run_start = time.time()
 
     # -- where we start from ----------------------------------------------------------------------
-    ckpt = checkpoint.latest(ckpt_dir) if resume else None
-    state: dict
-    if ckpt is not None:
-        state = checkpoint.read_state(ckpt)
-        saved = FinetuneConfig.from_dict(state.get("config", {}))
+    def starting_point(self, resume: bool, model: str | None, explicit: dict) -> None:
+        self.ckpt = checkpoint.latest(self.ckpt_dir) if resume else None
+        self.model_arg = model
+        if self.ckpt is None:
+            if resume:
+                self.echo(f"no checkpoint in {self.ckpt_dir}; starting a new run")
+            elif self.ckpt_dir.exists() or (self.out / "adapter_config.json").exists():
+                raise FinetuneError(f"{self.out} already holds a finetune run: pass --resume to continue it, "
+                                    f"or choose another --out")
+            return
+        self.state = checkpoint.read_state(self.ckpt)
+        saved = FinetuneConfig.from_dict(self.state.get("config", {}))
+        for name, value in explicit.items():
+            if name in RESUME_FIXED and value is not None and value != getattr(saved, name):
+                flag = "--" + name.replace("_", "-")
+                raise FinetuneError(f"--resume continues the run in {self.out}, trained with {flag} "
+                                    f"{getattr(saved, name)}; it cannot change to {value} (choose another --out)")
         # a resumed run keeps its model and data settings; only how long to train may change
-        if cfg.max_steps is not None or cfg.epochs is not None:
-            saved.max_steps, saved.epochs = cfg.max_steps, cfg.epochs
-        saved.checkpoint_every = cfg.checkpoint_every
-        cfg = saved
-        base = base or state.get("base")
-        echo(f"resuming from {ckpt} at step {state['step']}")
-    else:
-        if resume:
-            echo(f"no checkpoint in {ckpt_dir}; starting a new run")
-        elif ckpt_dir.exists() or (out / "adapter_config.json").exists():
-            echo(f"starting a new run in {out}: its previous run is replaced (--resume would continue it)")
-        state = {"step": 0, "tokens": 0, "train_seconds": 0.0, "runs": 0, "history": []}
-    if cfg.epochs is not None and cfg.max_steps is not None:
-        raise FinetuneError("give --epochs or --max-steps, not both")
-    if cfg.rank < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.lr <= 0:
-        raise FinetuneError("--rank, --batch-size and --grad-accum must be at least 1 and --lr positive")
+        if self.cfg.max_steps is not None or self.cfg.epochs is not None:
+            saved.max_steps, saved.epochs = self.cfg.max_steps, self.cfg.epochs
+        saved.checkpoint_every = self.cfg.checkpoint_every
+        self.cfg = saved
+        self.model_arg = model or self.state.get("base")
+        self.echo(f"resuming from {self.ckpt} at step {self.state['step']}")
 
-    cpu = device == "cpu"
-    accel = Accelerator(cpu=cpu, mixed_precision="no" if cpu or not torch.cuda.is_available() else "bf16")
-    dev = accel.device
-    main = accel.is_main_process
-    say = echo if main else (lambda *_: None)
+    def validate(self) -> None:
+        cfg = self.cfg
+        if cfg.epochs is not None and cfg.max_steps is not None:
+            raise FinetuneError("give --epochs or --max-steps, not both")
+        if cfg.rank < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.lr <= 0:
+            raise FinetuneError("--rank, --batch-size and --grad-accum must be at least 1 and --lr positive")
 
     # -- base model and data ----------------------------------------------------------------------
-    base_path = resolve_model_path(base)
-    loaded = load_model(base_path, device=str(dev), dtype="bfloat16" if dev.type == "cuda" else "float32")
-    model, tokenizer = loaded.model, loaded.tokenizer
-    fingerprint = base_fingerprint(model)
-    if ckpt is not None and state.get("base_fingerprint", {}).get("fingerprint") != fingerprint["fingerprint"]:
-        raise CheckpointError(f"the checkpoint in {ckpt_dir} was trained on another base model "
-                              f"({state.get('base_fingerprint', {}).get('description')}); pass the same --base")
-    data = data_mod.collect(Path(repo), seed=cfg.seed, val_fraction=cfg.val_fraction)
-    if ckpt is not None and state.get("data_fingerprint") not in (None, data.fingerprint()):
-        say("warning: the repository changed since the checkpoint; the remaining steps use the new files")
-    fim = detect_fim(tokenizer.get_vocab())
-    max_ctx = model_context(model.config)
-    context = training_context(cfg.context_length, model.config)
-    if cfg.context_length and cfg.context_length > max_ctx:
-        say(f"--context-length {cfg.context_length} exceeds the base model's {max_ctx}; using {max_ctx}")
-    if cfg.spm_rate is None:  # mostly the layout the engine will prompt with, some of the other
-        cfg.spm_rate = 0.8 if engine_layout(base_path) == "spm" else 0.2
-    builder = ExampleBuilder(data.train, tokenizer, fim,
-                             ExampleConfig(context, cfg.fim_rate, cfg.spm_rate, cfg.syntactic_rate))
-    world = accel.num_processes
-    rows_per_step = cfg.batch_size * cfg.grad_accum * world
-    epoch_cache: dict[int, object] = {0: builder.epoch_rows(cfg.seed, 0)}
-    steps_per_epoch = max(1, math.ceil(len(epoch_cache[0]) / rows_per_step))
-    if cfg.max_steps is not None:
-        total_steps = cfg.max_steps
-    else:
-        total_steps = max(1, round((cfg.epochs if cfg.epochs is not None else 3) * steps_per_epoch))
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(100, max(1, round(0.05 * total_steps)))
-    say(f"{len(data.train)} training files ({builder.total_tokens:,} tokens), {len(data.val)} held out; "
-        f"{sum(data.excluded.values())} excluded ({len(data.secrets)} with secrets); "
-        f"{'FIM ' + fim.family if fim else 'no FIM tokens: prefix-only'} examples, context {context}; "
-        f"{steps_per_epoch} steps per epoch, {total_steps} steps")
+    def setup(self, repo: Path, device: str | None) -> None:
+        import torch
+        from accelerate import Accelerator
+
+        from aigc_code.fim import detect_fim
+        from aigc_code.finetune import data as data_mod
+
+        cpu = device == "cpu"
+        self.accel = Accelerator(cpu=cpu, mixed_precision="no" if cpu or not torch.cuda.is_available() else "bf16")
+        self.dev = self.accel.device
+        self.main = self.accel.is_main_process
+        self.world = self.accel.num_processes
+        if not self.main:
+            self.say = lambda *_: None
+        self._load_base()
+        self.data = data_mod.collect(repo, seed=self.cfg.seed, val_fraction=self.cfg.val_fraction)
+        if self.ckpt is not None and self.state.get("data_fingerprint") not in (None, self.data.fingerprint()):
+            self.say("warning: the repository changed since the checkpoint; the remaining steps use the new files")
+        self.fim = detect_fim(self.tokenizer.get_vocab())
+        self._plan()
+
+    def _load_base(self) -> None:
+        from aigc_code.errors import ModelLoadError
+        from aigc_code.loading import base_fingerprint, load_model, resolve_model_path
+
+        self.base_path = resolve_model_path(self.model_arg).resolve()  # absolute: merge may run elsewhere
+        try:
+            self.loaded = load_model(self.base_path, device=str(self.dev),
+                                     dtype="bfloat16" if self.dev.type == "cuda" else "float32")
+        except ModelLoadError as exc:
+            raise FinetuneError(f"--model: {exc}") from None
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+        self.fingerprint = base_fingerprint(self.model)
+        saved = self.state.get("base_fingerprint", {})
+        if self.ckpt is not None and saved.get("fingerprint") != self.fingerprint["fingerprint"]:
+            raise CheckpointError(f"the checkpoint in {self.ckpt_dir} was trained on another base model "
+                                  f"({saved.get('description')}); pass the same --model")
+
+    def _plan(self) -> None:
+        from aigc_code.finetune.examples import ExampleBuilder, ExampleConfig
+
+        cfg = self.cfg
+        max_ctx = model_context(self.model.config)
+        self.context = training_context(cfg.context_length, self.model.config)
+        if cfg.context_length and cfg.context_length > max_ctx:
+            self.say(f"--context-length {cfg.context_length} exceeds the base model's {max_ctx}; using {max_ctx}")
+        if cfg.spm_rate is None:  # mostly the layout the engine will prompt with, some of the other
+            cfg.spm_rate = 0.8 if engine_layout(self.base_path) == "spm" else 0.2
+        self.builder = ExampleBuilder(self.data.train, self.tokenizer, self.fim,
+                                      ExampleConfig(self.context, cfg.fim_rate, cfg.spm_rate, cfg.syntactic_rate))
+        self.rows_per_step = cfg.batch_size * cfg.grad_accum * self.world
+        self.epoch_cache: dict[int, object] = {0: self.builder.epoch_rows(cfg.seed, 0)}
+        self.steps_per_epoch = max(1, math.ceil(len(self.epoch_cache[0]) / self.rows_per_step))
+        epochs = cfg.epochs if cfg.epochs is not None else 3
+        self.total_steps = cfg.max_steps if cfg.max_steps is not None else max(1, round(epochs * self.steps_per_epoch))
+        self.warmup = (cfg.warmup_steps if cfg.warmup_steps is not None
+                       else min(100, max(1, round(0.05 * self.total_steps))))
+        data, fim = self.data, self.fim
+        self.say(f"{len(data.train)} training files ({self.builder.total_tokens:,} tokens), {len(data.val)} held out; "
+                 f"{sum(data.excluded.values())} excluded ({len(data.secrets)} with secrets); "
+                 f"{'FIM ' + fim.family if fim else 'no FIM tokens: prefix-only'} examples, context {self.context}; "
+                 f"{self.steps_per_epoch} steps per epoch, {self.total_steps} steps")
 
     # -- before: the base model on the held-out files ----------------------------------------------
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    windows = evaluate.validation_windows(data.val, tokenizer, context, cfg.eval_windows)
-    tasks = (evaluate.next_line_tasks(data.val, cfg.eval_lines, cfg.seed)
-             + evaluate.span_tasks(data.val, cfg.eval_spans, cfg.seed))
+    def measure_base(self) -> None:
+        from aigc_code.finetune import evaluate
 
-    def run_eval(m, adapter, label):
-        say(f"evaluating {label} on {len(windows)} validation windows and {len(tasks)} completions ...")
+        tok, cfg = self.tokenizer, self.cfg
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        self.windows = evaluate.validation_windows(self.data.val, tok, self.context, cfg.eval_windows)
+        self.tasks = (evaluate.next_line_tasks(self.data.val, cfg.eval_lines, cfg.seed)
+                      + evaluate.span_tasks(self.data.val, cfg.eval_spans, cfg.seed))
+        if self.main and "eval_base" not in self.state:
+            self.state["eval_base"] = self.run_eval(self.model, None, "the base model")
+        self.accel.wait_for_everyone()
+
+    def run_eval(self, model, adapter, label: str) -> dict:
+        from tqdm import tqdm
+
+        from aigc_code.finetune import evaluate
+
         t0 = time.time()
-        result = evaluate.evaluate_model(m, tokenizer, base_path, dev, loaded.dtype, windows, tasks, pad_id,
-                                         adapter=adapter)
+        self.say(f"evaluating {label} on {len(self.windows)} validation windows and {len(self.tasks)} completions")
+        with tqdm(total=len(self.tasks), desc=f"measure {label}", unit="completion", dynamic_ncols=True,
+                  disable=not self.main) as bar:
+            result = evaluate.evaluate_model(model, self.tokenizer, self.base_path, self.dev, self.loaded.dtype,
+                                             self.windows, self.tasks, self.pad_id, adapter=adapter,
+                                             progress=lambda: bar.update(1))
         result["seconds"] = round(time.time() - t0, 1)
         return result
 
-    if main and "eval_base" not in state:
-        state["eval_base"] = run_eval(model, None, "the base model")
-    accel.wait_for_everyone()
-
     # -- the adapter and the optimizer --------------------------------------------------------------
-    from peft import LoraConfig, PeftModel, get_peft_model
+    def attach_adapter(self) -> None:
+        import torch
 
-    if ckpt is not None:
-        try:
-            model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
-        except Exception as exc:
-            raise CheckpointError(f"the adapter weights in {ckpt} are unreadable ({_short(exc)}); "
-                                  f"delete {ckpt_dir} to start over") from exc
-    else:
-        targets = cfg.target_modules or pick_targets(model)
-        cfg.target_modules = targets
+        self.model = self._peft_model()
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        cfg = self.cfg
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+        if self.ckpt is not None:
+            self._load_optimizer()
+        self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
+        n_train = sum(p.numel() for p in self.params)
+        n_all = sum(p.numel() for p in self.model.parameters())
+        where = ", ".join(_short_names(cfg.target_modules or []) + _short_names(cfg.target_parameters or []))
+        self.say(f"LoRA r={cfg.rank} alpha={cfg.alpha:g} on {where}: {n_train:,} trainable parameters "
+                 f"(of {n_all:,}) on {self.dev}" + (f" x{self.world}" if self.world > 1 else ""))
+        self.state.update({"config": asdict(cfg), "base": str(self.base_path), "base_fingerprint": self.fingerprint,
+                           "data_fingerprint": self.data.fingerprint(), "total_steps": self.total_steps,
+                           "steps_per_epoch": self.steps_per_epoch, "context": self.context,
+                           "repo": str(self.data.root)})
+        self.state["runs"] += 1
+
+    def _peft_model(self):
+        import torch
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if self.ckpt is not None:
+            try:
+                return PeftModel.from_pretrained(self.model, str(self.ckpt), is_trainable=True)
+            except Exception as exc:
+                raise CheckpointError(f"the adapter weights in {self.ckpt} are unreadable ({_short(exc)}); "
+                                      f"delete {self.ckpt_dir} to start over") from exc
+        cfg = self.cfg
+        if cfg.target_modules is None:
+            cfg.target_modules, cfg.target_parameters = pick_targets(self.model)
+        if cfg.target_parameters and cfg.dropout:
+            self.say(f"MoE experts are fused 3-D weights: LoRA adapts them too ({len(cfg.target_parameters)} "
+                     f"expert tensors), which peft supports only without dropout: --dropout {cfg.dropout:g} -> 0")
+            cfg.dropout = 0.0
         torch.manual_seed(cfg.seed)  # the LoRA A matrices start random: the same seed, the same adapter
-        model = get_peft_model(model, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                                                 target_modules=targets, task_type="CAUSAL_LM"))
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
-    if ckpt is not None:
-        if not (ckpt / "optimizer.pt").is_file():
-            raise CheckpointError(f"checkpoint {ckpt} has no optimizer.pt; delete {ckpt_dir} to start over")
+        lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
+                          target_parameters=cfg.target_parameters or None, task_type="CAUSAL_LM")
         try:
-            optimizer.load_state_dict(checkpoint.load_torch(ckpt / "optimizer.pt"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # peft: unmatched rank/alpha patterns
+                return get_peft_model(self.model, lora)
+        except ValueError as exc:
+            raise FinetuneError(f"cannot put LoRA adapters on {type(self.model).__name__}: {_short(exc)}") from exc
+
+    def _load_optimizer(self) -> None:
+        path = self.ckpt / "optimizer.pt"
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {self.ckpt} has no optimizer.pt; delete {self.ckpt_dir} to start over")
+        try:
+            self.optimizer.load_state_dict(checkpoint.load_torch(path))
         except CheckpointError:
             raise
         except Exception as exc:
-            raise CheckpointError(f"{ckpt / 'optimizer.pt'} does not match this adapter ({_short(exc)}); "
-                                  f"delete {ckpt_dir} to start over") from exc
-    model, optimizer = accel.prepare(model, optimizer)
-    n_train = sum(p.numel() for p in params)
-    say(f"LoRA r={cfg.rank} alpha={cfg.alpha:g} on {', '.join(cfg.target_modules or [])}: "
-        f"{n_train:,} trainable parameters on {dev}" + (f" x{world}" if world > 1 else ""))
+            raise CheckpointError(f"{path} does not match this adapter ({_short(exc)}); "
+                                  f"delete {self.ckpt_dir} to start over") from exc
 
-    state.update({"config": asdict(cfg), "base": str(base_path), "base_fingerprint": fingerprint,
-                  "data_fingerprint": data.fingerprint(), "total_steps": total_steps,
-                  "steps_per_epoch": steps_per_epoch, "context": context, "repo": str(data.root)})
-    state["runs"] += 1
+    def save_checkpoint(self) -> None:
+        import torch
 
-    def save_checkpoint():
-        if main:
-            unwrapped = accel.unwrap_model(model)
+        if self.main:
+            unwrapped = self.accel.unwrap_model(self.model)
 
             def write(tmp: Path):
                 unwrapped.save_pretrained(str(tmp))
-                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-                (tmp / "state.json").write_text(json.dumps(state, indent=1))
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                (tmp / "state.json").write_text(json.dumps(self.state, indent=1))
 
-            checkpoint.save_atomic(ckpt_dir, write)
-        accel.wait_for_everyone()
+            checkpoint.save_atomic(self.ckpt_dir, write)
+        self.accel.wait_for_everyone()
 
     # -- training -----------------------------------------------------------------------------------
-    from tqdm import tqdm
-
-    def rows_for(step: int):
-        epoch, index = divmod(step, steps_per_epoch)
-        if epoch not in epoch_cache:
-            epoch_cache.clear()
-            epoch_cache[epoch] = builder.epoch_rows(cfg.seed, epoch)
-        rows = epoch_cache[epoch]
-        take = [(index * rows_per_step + k) % len(rows) for k in range(rows_per_step)]
+    def rows_for(self, step: int):
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if epoch not in self.epoch_cache:
+            self.epoch_cache.clear()
+            self.epoch_cache[epoch] = self.builder.epoch_rows(self.cfg.seed, epoch)
+        rows = self.epoch_cache[epoch]
+        take = [(index * self.rows_per_step + k) % len(rows) for k in range(self.rows_per_step)]
         return rows[take]
 
-    start_step = state["step"]
-    run_start = time.time()
-    run_tokens = 0
-    stop_reason = "completed"
-    loss_ema = None
-    recent: list[float] = []
-    log_every = max(1, total_steps // 50)
-    bar = tqdm(total=total_steps, initial=start_step, desc="finetune", unit="step", dynamic_ncols=True,
-               disable=not main)
-    autocast = accel.autocast if dev.type == "cuda" else nullcontext  # bf16 on CUDA, fp32 on CPU
-    try:
-        while state["step"] < total_steps:
-            if max_minutes is not None and time.time() - run_start > max_minutes * 60:
-                stop_reason = "time limit"
-                break
-            step = state["step"]
-            t0, c0 = time.time(), time.process_time()
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # LoRA dropout: the same masks after a resume
-            rows = torch.from_numpy(rows_for(step)).long()
-            lr = lr_at(step, total_steps, cfg, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_loss, step_tokens = 0.0, 0
-            for micro in range(cfg.grad_accum):
-                first = (micro * world + accel.process_index) * cfg.batch_size
-                batch = rows[first : first + cfg.batch_size]
-                real = batch >= 0
-                ids = torch.where(real, batch, pad_id).to(dev)
-                labels = torch.where(real, batch, -100).to(dev)
-                sync = nullcontext() if micro == cfg.grad_accum - 1 else accel.no_sync(model)
-                with sync:
-                    with autocast():
-                        loss = model(input_ids=ids, labels=labels).loss
-                    accel.backward(loss / cfg.grad_accum)
-                step_loss += loss.item() / cfg.grad_accum
-                step_tokens += int(real.sum())
-            accel.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["tokens"] += step_tokens * world
-            run_tokens += step_tokens * world
-            state["train_seconds"] += time.time() - t0
-            state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
-            recent.append(step_loss)
-            loss_ema = step_loss if loss_ema is None else 0.9 * loss_ema + 0.1 * step_loss
-            elapsed = max(1e-6, time.time() - run_start)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr:.1e}", tok_s=f"{run_tokens / elapsed:,.0f}",
-                            epoch=f"{state['step'] / steps_per_epoch:.2f}")
-            if state["step"] % log_every == 0 or state["step"] == total_steps:
-                state["history"].append({"step": state["step"], "loss": round(sum(recent) / len(recent), 4),
-                                         "lr": lr, "tokens": state["tokens"]})
-                recent = []
-            if state["step"] % cfg.checkpoint_every == 0 and state["step"] < total_steps:
-                save_checkpoint()
-    except KeyboardInterrupt:
+    def train(self, max_minutes: float | None) -> None:
+        from tqdm import tqdm
+
+        self.run_start = time.time()
+        self.run_tokens = 0
+        self.loss_ema = None
+        self.recent: list[float] = []
+        self.log_every = max(1, self.total_steps // 50)
+        bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="finetune", unit="step",
+                   dynamic_ncols=True, disable=not self.main)
+        try:
+            while self.state["step"] < self.total_steps:
+                if max_minutes is not None and time.time() - self.run_start > max_minutes * 60:
+                    self.stop_reason = "time limit"
+                    break
+                self.train_step(bar)
+        except KeyboardInterrupt:
+            bar.close()
+            self.save_checkpoint()
+            raise FinetuneInterrupted(f"interrupted at step {self.state['step']} of {self.total_steps}; the "
+                                      f"checkpoint in {self.ckpt_dir} is saved: run again with --resume to "
+                                      f"continue") from None
         bar.close()
-        save_checkpoint()
-        raise FinetuneError(f"interrupted at step {state['step']} of {total_steps}; the checkpoint in {ckpt_dir} "
-                            f"is saved: run again with --resume to continue") from None
-    bar.close()
-    save_checkpoint()
-    if stop_reason != "completed":
-        say(f"stopped at step {state['step']} of {total_steps} ({stop_reason}); --resume continues the run")
+        self.save_checkpoint()
+        if self.stop_reason != "completed":
+            self.say(f"stopped at step {self.state['step']} of {self.total_steps} ({self.stop_reason}); "
+                     f"--resume continues the run")
+
+    def train_step(self, bar) -> None:
+        import torch
+
+        cfg, state = self.cfg, self.state
+        step = state["step"]
+        t0, c0 = time.time(), time.process_time()
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # LoRA dropout: the same masks after a resume
+        rows = torch.from_numpy(self.rows_for(step)).long()
+        lr = lr_at(step, self.total_steps, cfg, self.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        step_loss, step_tokens = self._accumulate(rows)
+        self.accel.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["tokens"] += step_tokens * self.world
+        self.run_tokens += step_tokens * self.world
+        state["train_seconds"] += time.time() - t0
+        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
+        self._log(bar, step_loss, lr)
+        if state["step"] % cfg.checkpoint_every == 0 and state["step"] < self.total_steps:
+            self.save_checkpoint()
+
+    def _accumulate(self, rows) -> tuple[float, int]:
+        """Forward + backward over the step's micro-batches (this process's share): (mean loss, real tokens)."""
+        import torch
+
+        cfg, accel = self.cfg, self.accel
+        autocast = accel.autocast if self.dev.type == "cuda" else nullcontext  # bf16 on CUDA, fp32 on CPU
+        step_loss, step_tokens = 0.0, 0
+        for micro in range(cfg.grad_accum):
+            first = (micro * self.world + accel.process_index) * cfg.batch_size
+            batch = rows[first : first + cfg.batch_size]
+            real = batch >= 0
+            ids = torch.where(real, batch, self.pad_id).to(self.dev)
+            labels = torch.where(real, batch, -100).to(self.dev)
+            sync = nullcontext() if micro == cfg.grad_accum - 1 else accel.no_sync(self.model)
+            with sync:
+                with autocast():
+                    loss = self.model(input_ids=ids, labels=labels).loss
+                accel.backward(loss / cfg.grad_accum)
+            step_loss += loss.item() / cfg.grad_accum
+            step_tokens += int(real.sum())
+        return step_loss, step_tokens
+
+    def _log(self, bar, step_loss: float, lr: float) -> None:
+        state = self.state
+        self.recent.append(step_loss)
+        self.loss_ema = step_loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * step_loss
+        elapsed = max(1e-6, time.time() - self.run_start)
+        bar.update(1)
+        bar.set_postfix(loss=f"{self.loss_ema:.3f}", lr=f"{lr:.1e}", tok_s=f"{self.run_tokens / elapsed:,.0f}",
+                        epoch=f"{state['step'] / self.steps_per_epoch:.2f}")
+        if state["step"] % self.log_every == 0 or state["step"] == self.total_steps:
+            state["history"].append({"step": state["step"], "loss": round(sum(self.recent) / len(self.recent), 4),
+                                     "lr": lr, "tokens": state["tokens"]})
+            self.recent = []
 
     # -- the adapter, after-measurements and the report ---------------------------------------------
-    result = None
-    if main:
-        unwrapped = accel.unwrap_model(model)
-        unwrapped.save_pretrained(str(out))
-        (out / "README.md").unlink(missing_ok=True)  # peft's empty model card template
-        (out / "base_model.json").write_text(json.dumps(fingerprint, indent=1))
-        if loaded.dtype == torch.float32:
-            unwrapped.merge_adapter()  # exact in fp32, and as fast as the base model for the measurements
-        eval_tuned = run_eval(unwrapped, out, "the base model + adapter")
-        result = report.build(state=state, data=data, cfg=cfg, eval_base=state["eval_base"], eval_tuned=eval_tuned,
-                              stop_reason=stop_reason, out=out, fim=fim.family if fim else None,
-                              run_seconds=time.time() - run_start,
-                              device=f"{dev}" + (f" x{world}" if world > 1 else ""))
-        report.write(result, out)
-    accel.wait_for_everyone()
-    return result
+    def finish(self) -> dict | None:
+        import torch
+
+        from aigc_code.finetune import report
+
+        result = None
+        if self.main:
+            unwrapped = self.accel.unwrap_model(self.model)
+            unwrapped.save_pretrained(str(self.out))
+            (self.out / "README.md").unlink(missing_ok=True)  # peft's empty model card template
+            (self.out / "base_model.json").write_text(json.dumps(self.fingerprint, indent=1))
+            if self.loaded.dtype == torch.float32:
+                unwrapped.merge_adapter()  # exact in fp32, and as fast as the base model for the measurements
+            eval_tuned = self.run_eval(unwrapped, self.out, "the base model + adapter")
+            result = report.build(state=self.state, data=self.data, cfg=self.cfg, eval_base=self.state["eval_base"],
+                                  eval_tuned=eval_tuned, stop_reason=self.stop_reason, out=self.out,
+                                  fim=self.fim.family if self.fim else None,
+                                  run_seconds=time.time() - self.run_start,
+                                  device=f"{self.dev}" + (f" x{self.world}" if self.world > 1 else ""))
+            report.write(result, self.out)
+        self.accel.wait_for_everyone()
+        return result
+
+
+def _short_names(names: list[str]) -> list[str]:
+    """`model.layers.3.self_attn.q_proj` -> `q_proj`, deduplicated in order (for messages)."""
+    return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
 
 
 def _short(exc: Exception) -> str:
