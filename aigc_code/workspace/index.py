@@ -31,11 +31,12 @@ from .retrieve import BlockSegment, RetrievedChunk
 
 log = logging.getLogger("aigc_code.workspace")
 
-FLUSH_LINES = 100_000  # a build batch becomes a segment after this many lines
+FLUSH_LINES = 200_000  # a build batch becomes a segment after this many lines (segments are not merged)
 MAX_SMALL_SEGMENTS = 6
+DEAD_CHECK_EVERY = 64
 
 
-@dataclass
+@dataclass(eq=False)
 class Document:
     """One indexed file version."""
 
@@ -43,7 +44,7 @@ class Document:
     path: str
     language: str
     text: str
-    line_starts: np.ndarray  # int64 offset of each line in `text`
+    line_starts: np.ndarray  # int32 offset of each line in `text`
     size: int
 
     def line(self, number: int) -> str:
@@ -61,8 +62,10 @@ class Document:
 
 
 def line_starts(lines: list[str]) -> np.ndarray:
-    lengths = np.fromiter((len(x) + 1 for x in lines), dtype=np.int64, count=len(lines))
-    return np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lines) else np.zeros(1, dtype=np.int64)
+    lengths = np.fromiter((len(x) + 1 for x in lines), dtype=np.int32, count=len(lines))
+    starts = np.zeros(max(1, len(lines)), dtype=np.int32)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
 
 
 class WorkspaceIndex:
@@ -88,6 +91,7 @@ class WorkspaceIndex:
         self._block_segments: list[BlockSegment] = []
         self._blocks_alive = 0
         self._bytes = 0
+        self._drops_since_check = 0
         self._ready = False
         self._path_cache: dict[str, str | None] = {}
         self.last_report: dict = {}
@@ -133,7 +137,6 @@ class WorkspaceIndex:
             if cancelled:
                 break
         self._flush(pending)
-        self._compact(force=True)
         self._ready = not cancelled
         report = {
             "files": len(self._by_path),
@@ -171,7 +174,7 @@ class WorkspaceIndex:
                 continue
             doc = self._new_document(key, language, text)
             pending.append(doc)
-            pending_lines += len(doc.line_starts)
+            pending_lines += text.count("\n") + 1
             if pending_lines >= FLUSH_LINES:
                 self._flush(pending)
                 pending_lines = 0
@@ -209,9 +212,7 @@ class WorkspaceIndex:
             for doc in live:
                 self._docs[doc.fid] = doc
                 self._set_alive(doc.fid, doc.language)
-            for doc in pending:
-                if doc not in live:
-                    self._bytes -= doc.size
+            self._bytes -= sum(d.size for d in pending) - sum(d.size for d in live)
             self._blocks_alive += int(np.isin(block_seg.blk_fid, [d.fid for d in live]).sum())
             self._line_segments = self._line_segments + [line_seg]
             self._block_segments = self._block_segments + [block_seg]
@@ -227,28 +228,26 @@ class WorkspaceIndex:
         self._lang[fid] = self._groups.setdefault(group, len(self._groups) + 1)
         self._alive[fid] = True
 
-    def _compact(self, force: bool = False) -> None:
-        """Merge segments: all of them (force), or the small ones when there are too many."""
+    def _compact(self) -> None:
+        """Merge the small segments (left by updates) when there are too many, and rewrite a segment
+        whose lines are mostly dead (checked every `DEAD_CHECK_EVERY` drops)."""
         with self._lock:
-            lines, blocks = self._line_segments, self._block_segments
-            if len(lines) <= 1 and not force:
-                return
-            if force or len(lines) > MAX_SMALL_SEGMENTS + 1:
-                keep = 0 if force or self._dead_fraction() > 0.25 else 1
-                order = sorted(range(len(lines)), key=lambda i: len(lines[i]), reverse=True)
-                big, small = order[:keep], order[keep:]
-                if len(small) > 1 or force:
-                    merged_l = LineSegment.merge([lines[i] for i in small], self._alive)
-                    merged_b = BlockSegment.merge([blocks[i] for i in small], self._alive)
-                    self._line_segments = [lines[i] for i in big] + [merged_l]
-                    self._block_segments = [blocks[i] for i in big] + [merged_b]
+            small = [i for i, seg in enumerate(self._line_segments) if len(seg) < FLUSH_LINES // 4]
+            if len(small) > MAX_SMALL_SEGMENTS:
+                self._merge(small)
+            if self._drops_since_check >= DEAD_CHECK_EVERY:
+                self._drops_since_check = 0
+                for i, seg in enumerate(self._line_segments):
+                    if len(seg) and 1.0 - self._alive[seg.fids].mean() > 0.3:
+                        self._merge([i])
 
-    def _dead_fraction(self) -> float:
-        total = sum(len(s) for s in self._line_segments)
-        if total == 0:
-            return 0.0
-        live = sum(int(self._alive[s.fids].sum()) for s in self._line_segments if len(s))
-        return 1.0 - live / total
+    def _merge(self, which: list[int]) -> None:
+        lines, blocks = self._line_segments, self._block_segments
+        merged_l = LineSegment.merge([lines[i] for i in which], self._alive)
+        merged_b = BlockSegment.merge([blocks[i] for i in which], self._alive)
+        rest = [i for i in range(len(lines)) if i not in which]
+        self._line_segments = [lines[i] for i in rest] + [merged_l]
+        self._block_segments = [blocks[i] for i in rest] + [merged_b]
 
     # ------------------------------------------------------------------ updates
 
@@ -326,6 +325,7 @@ class WorkspaceIndex:
         if doc is not None:
             self._bytes -= doc.size
             self._alive[fid] = False
+            self._drops_since_check += 1
             self._blocks_alive -= (len(doc.line_starts) + retrmod.BLOCK_LINES - 1) // retrmod.BLOCK_LINES
 
     # ------------------------------------------------------------------ queries
