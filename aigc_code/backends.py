@@ -322,6 +322,7 @@ class OpenAIBackend:
         self._max_context_setting = max_context or _env_int("AIGC_CODE_MAX_CONTEXT")
         self.info: ServerInfo | None = None
         self._warned: set[str] = set()
+        self.pending_warnings: list[str] = []
         headers = {"Accept": "application/json"}
         key = api_key or os.environ.get("AIGC_CODE_API_KEY")
         if key:
@@ -410,8 +411,10 @@ class OpenAIBackend:
         self._client.close()
 
     def warn_once(self, message: str) -> None:
+        """Log `message` once per backend; the LSP server passes it on to the client's log."""
         if message not in self._warned:
             self._warned.add(message)
+            self.pending_warnings.append(message)
             log.warning("%s", message)
 
     # -- token healing --------------------------------------------------------------------------

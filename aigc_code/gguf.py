@@ -145,7 +145,19 @@ def export_gguf(
     if proc.returncode != 0 or not out.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise GGUFError(f"llama.cpp's converter failed (exit {proc.returncode}): " + " | ".join(tail))
+    _write_sidecar(model, out)
     return out
+
+
+def _write_sidecar(model: Path, out: Path) -> None:
+    """`<out>.aigc_code.json`: the checkpoint's FIM family and layout, which GGUF has no field for
+    (the openai backend's `fim_format="auto"` reads it when the server names this file)."""
+    from aigc_code.backends import checkpoint_fim_format
+
+    found = checkpoint_fim_format(str(model))
+    if found:
+        family, _, layout = found.rpartition("-")
+        Path(str(out) + ".aigc_code.json").write_text(json.dumps({"fim_family": family, "fim_layout": layout}) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

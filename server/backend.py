@@ -1,5 +1,8 @@
 """The server's current backend: built from the settings, rebuilt when the settings that
-name the model or endpoint change, and the load error kept (not retried) until they do."""
+name the model or endpoint change, and the load error kept (not retried) until they do.
+
+A remote backend is "loaded" as soon as its client is built; whether its endpoint answers is
+asked live (`BackendHolder.health`) so that `aigcCode/status` never says ready while it is down."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ def backend_from_settings(settings: Settings) -> Backend:
         fim_format=settings.fim_format,
         api_key=settings.api_key,
         timeout_s=settings.request_timeout_s,
+        max_context=getattr(settings, "max_context", None),
     )
 
 
@@ -60,7 +64,9 @@ class BackendHolder:
                     self._error = exc
                 except Exception as exc:  # an unexpected failure still must not kill the server
                     log.exception("loading the backend failed")
-                    self._error = BackendError(f"loading the {settings.backend} backend failed: {type(exc).__name__}: {exc}")
+                    self._error = BackendError(
+                        f"loading the {settings.backend} backend failed: {type(exc).__name__}: {exc}"
+                    )
                 self.load_ms = (time.perf_counter() - start) * 1000
             if self._error is not None:
                 return False, str(self._error)
@@ -74,6 +80,31 @@ class BackendHolder:
             raise self._error
         assert self._backend is not None
         return self._backend
+
+    def health(self, status: str) -> tuple[bool, str]:
+        """(ready, status line) now: `status` (the load result) unless the loaded backend can be
+        asked whether its endpoint answers, and it does not. Blocking (an HTTP call): run it off the loop."""
+        backend = self._backend
+        if backend is None or self._error is not None:
+            return False, status
+        check = getattr(backend, "health", None)
+        if check is None:
+            return True, status
+        try:
+            ok, message = check()
+        except Exception as exc:  # a health probe must never break the status request
+            ok, message = False, f"{type(exc).__name__}: {exc}"
+        return (True, status) if ok else (False, f"error: {message}")
+
+    def notices(self) -> list[str]:
+        """One-time warnings the loaded backend has not handed over yet (drained)."""
+        backend = self._backend
+        pending = getattr(backend, "pending_warnings", None)
+        if not pending:
+            return []
+        out = list(pending)
+        pending.clear()
+        return out
 
     @property
     def current(self) -> Backend | None:

@@ -255,6 +255,15 @@ class AigcServer(LanguageServer):
             raise JsonRpcInvalidParams(f"position out of range in {uri}: {exc}") from None
         return doc, index
 
+    def _backend_answered(self) -> None:
+        """A model call succeeded: reported errors are forgotten (a later outage is reported again)
+        and the backend's one-time warnings (e.g. a server that ignores `n`) go to the client's log."""
+        if self._reported:
+            self._reported.clear()
+            self.log_to_client(logging.INFO, "the backend answers again")
+        for notice in self.backends.notices():
+            self.log_to_client(logging.WARNING, notice)
+
     async def complete(self, uri: str, position: types.Position, invoked: bool = False) -> CompletionOutcome | None:
         received = time.perf_counter()
         doc, index = self.cursor(uri, position)
@@ -290,6 +299,8 @@ class AigcServer(LanguageServer):
         finally:
             if self.inflight.get(uri) is token:
                 del self.inflight[uri]
+        if outcome.timing.model_ms:
+            self._backend_answered()
         current = self.documents.get(uri) if uri in self.documents else None
         if current is None or current.version != doc.version:
             return None  # edited (or closed) while generating: never answer with a stale suggestion
@@ -494,10 +505,13 @@ def _last_timing(ls: AigcServer, params: Any = None) -> dict | None:
     return ls.last_timing
 
 
-def _status(ls: AigcServer, params: Any = None) -> dict:
+async def _status(ls: AigcServer, params: Any = None) -> dict:
+    # a remote endpoint is asked now (off the loop): "ready" only while it answers
+    ready, backend = await asyncio.get_running_loop().run_in_executor(None, ls.backends.health, ls.backend_status)
     return {
         "version": __version__,
-        "backend": ls.backend_status,
+        "backend": backend,
+        "ready": ready,
         "settings": ls.settings.public(),
         "documents": len(ls.documents),
         "positionEncoding": ls.position_encoding,
