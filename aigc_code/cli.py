@@ -129,15 +129,21 @@ def pretrain_export(
     run: Annotated[Path, typer.Option(help="Run directory from `pretrain train`.")] = Path("runs/pretrain"),
     corpus: Annotated[Path, typer.Option(help="Corpus directory (for the model card's statistics).")] = Path("runs/corpus"),
     out: Annotated[Path, typer.Option(help="Where to write the shippable model.")] = Path("aigc_code/default_model"),
+    gguf: Annotated[Optional[Path], typer.Option(help="Also convert the exported model to GGUF (llama.cpp) here.")] = None,
+    gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f32, f16, bf16 or q8_0.")] = "f32",
 ):
     """Copy the run's checkpoint into a shippable model directory and write its MODEL_CARD.md."""
     from aigc_code.pretrain.export import export_model
 
     try:
         export_model(run, corpus, out)
+        if gguf is not None:
+            from aigc_code.gguf import export_gguf
+
+            export_gguf(out, gguf, dtype=gguf_dtype)
     except AigcCodeError as exc:
         _fail(str(exc))
-    typer.echo(f"exported to {out}")
+    typer.echo(f"exported to {out}" + (f" and {gguf}" if gguf is not None else ""))
 
 
 # Commands whose code lives with their feature (server/, eval/, finetune/, bench/).

@@ -85,3 +85,35 @@ def lsp(model: ModelOpt = None, out: OutOpt = None, threads: ThreadsOpt = None):
     from aigc_code.server.bench import bench_lsp
 
     _emit(bench_lsp(model=model), out)
+
+
+@app.command()
+def engine(
+    model: ModelOpt = None,
+    models: Annotated[str, typer.Option(help="Comma-separated: shipped (or --model), 0.5b (random weights, "
+                                        "Qwen2.5-Coder-0.5B's shape).")] = "shipped,0.5b",
+    dtypes: Annotated[str, typer.Option(help="Comma-separated: fp32, int8, bf16 (bf16 where the CPU has it).")] = "fp32,int8,bf16",
+    prompt_tokens: int = 300,
+    new_tokens: int = 64,
+    rounds: Annotated[int, typer.Option(help="Rounds; each runs every runner --runs times (median of medians).")] = 3,
+    runs: int = 5,
+    llama_cpp: Annotated[bool, typer.Option(help="Compare with llama.cpp (llama-cpp-python, GGUF via aigc_code.gguf).")] = True,
+    hf_engine: Annotated[bool, typer.Option(help="Also time the engine on the plain HF forward (AIGC_CODE_FAST=0).")] = True,
+    out: Annotated[Path, typer.Option(help="Write the results as JSON here.")] = Path("runs/bench-engine.json"),
+    threads: Annotated[int, typer.Option(help="CPU threads for every runner.")] = 1,
+):
+    """Decode tokens/s and time to first token: aigc-code's engine vs transformers generate vs llama.cpp, same
+    prompt ids, same run; ratios printed and saved as JSON."""
+    _threads(threads)
+    from aigc_code.bench.engine import bench_engine, format_table, save
+
+    try:
+        result = bench_engine([m.strip() for m in models.split(",") if m.strip()],
+                              [d.strip() for d in dtypes.split(",") if d.strip()], model, prompt_tokens, new_tokens,
+                              rounds, runs, threads, llama_cpp, hf_engine, progress=lambda m: typer.echo(m, err=True))
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    save(result, out)
+    typer.echo(format_table(result))
+    typer.echo(f"saved {out}")
