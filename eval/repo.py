@@ -172,9 +172,17 @@ class RepoRun:
 
     def describe(self) -> dict:
         s = self.settings
-        return {"repos": [str(p.resolve()) for p in self.repos], "holes": self.holes, "seed": self.seed,
-                "configs": list(self.configs), "backend": s.backend, "model": s.model, "endpoint": s.endpoint,
-                "adapter": s.adapter, "max_new_tokens": s.max_new_tokens}
+        return {
+            "repos": [str(p.resolve()) for p in self.repos],
+            "holes": self.holes,
+            "seed": self.seed,
+            "configs": list(self.configs),
+            "backend": s.backend,
+            "model": s.model,
+            "endpoint": s.endpoint,
+            "adapter": s.adapter,
+            "max_new_tokens": s.max_new_tokens,
+        }
 
 
 def _check_resume(run: RepoRun, fingerprint: str) -> None:
@@ -184,8 +192,9 @@ def _check_resume(run: RepoRun, fingerprint: str) -> None:
         have = json.loads(meta.read_text())
         diff = sorted(k for k in want if have.get(k) != want[k])
         if diff:
-            raise AigcCodeError(f"{run.out} holds a run with other settings ({', '.join(diff)}); "
-                                "use another --out or the same settings")
+            raise AigcCodeError(
+                f"{run.out} holds a run with other settings ({', '.join(diff)}); use another --out or the same settings"
+            )
     run.out.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps(want, indent=2))
 
@@ -222,14 +231,32 @@ def _complete_hole(hole: Hole, root: Path, configs, base, backend, index, done) 
             settings = _settings_for(base, config)
             workspace = index if settings.workspace_index else None
             t0 = time.perf_counter()
-            outcome = complete_once(text, cursor, str(path), language_for_path(path) or "", settings, backend,
-                                    workspace=workspace, invoked=True)
+            outcome = complete_once(
+                text,
+                cursor,
+                str(path),
+                language_for_path(path) or "",
+                settings,
+                backend,
+                workspace=workspace,
+                invoked=True,
+            )
             latency = (time.perf_counter() - t0) * 1000
             best = outcome.suggestions[0].text if outcome.suggestions else ""
-            yield {"hole": hole.key, "config": config, "repo": hole.repo, "file": hole.rel, "line": hole.line + 1,
-                   "language": language_for_path(path), "answer": hole.answer, "suggestion": best,
-                   "chosen": outcome.timing.chosen, "latency_ms": round(latency, 2),
-                   "retrieval_ms": round(outcome.timing.retrieval_ms, 3), **score(hole, best)}
+            yield {
+                "hole": hole.key,
+                "config": config,
+                "repo": hole.repo,
+                "file": hole.rel,
+                "line": hole.line + 1,
+                "language": language_for_path(path),
+                "answer": hole.answer,
+                "suggestion": best,
+                "chosen": outcome.timing.chosen,
+                "latency_ms": round(latency, 2),
+                "retrieval_ms": round(outcome.timing.retrieval_ms, 3),
+                **score(hole, best),
+            }
     finally:
         path.write_text(original, encoding="utf-8")
         index.update(path)
@@ -344,10 +371,14 @@ def write_report(out: Path) -> dict:
         "by_repo": {k: {c: _summary(v) for c, v in g.items()} for k, g in _group(records, "repo").items()},
         "by_language": {k: {c: _summary(v) for c, v in g.items()} for k, g in _group(records, "language").items()},
     }
-    report["languages"] = {repo: Counter(r["language"] for r in records if r["repo"] == repo).most_common(1)[0][0]
-                           for repo in report["by_repo"]}
-    repo_means = {c: statistics.fmean(report["by_repo"][k][c]["em_line"] for k in report["by_repo"]
-                                      if c in report["by_repo"][k]) for c in configs}
+    report["languages"] = {
+        repo: Counter(r["language"] for r in records if r["repo"] == repo).most_common(1)[0][0]
+        for repo in report["by_repo"]
+    }
+    repo_means = {
+        c: statistics.fmean(report["by_repo"][k][c]["em_line"] for k in report["by_repo"] if c in report["by_repo"][k])
+        for c in configs
+    }
     report["mean_over_repos_em_line"] = {c: round(v, 4) for c, v in repo_means.items()}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report, configs))
@@ -357,24 +388,37 @@ def write_report(out: Path) -> dict:
 
 def markdown(report: dict, configs: list[str]) -> str:
     run = report["run"]
-    lines = [f"# Repository completion benchmark ({run['backend']} {run.get('model') or 'embedded default model'})",
-             "", f"{run['holes']} holes per repository, seed {run['seed']}.", "",
-             "Next-line exact match per repository (mean over repositories in the last row):", "",
-             "| repository | language | " + " | ".join(configs) + " |", "|---|---|" + "---:|" * len(configs)]
+    lines = [
+        f"# Repository completion benchmark ({run['backend']} {run.get('model') or 'embedded default model'})",
+        "",
+        f"{run['holes']} holes per repository, seed {run['seed']}.",
+        "",
+        "Next-line exact match per repository (mean over repositories in the last row):",
+        "",
+        "| repository | language | " + " | ".join(configs) + " |",
+        "|---|---|" + "---:|" * len(configs),
+    ]
     for repo, row in report["by_repo"].items():
         lang = _language_of(report, repo) or ""
         cells = [f"{row[c]['em_line']:.1%}" if c in row else "–" for c in configs]
         lines.append(f"| {repo} | {lang} | " + " | ".join(cells) + " |")
     mean = report["mean_over_repos_em_line"]
     lines.append("| **mean** | | " + " | ".join(f"**{mean[c]:.1%}**" for c in configs) + " |")
-    lines += ["", "All holes, per configuration:", "",
-              "| configuration | next-line EM | span EM | edit sim | shown | copy chosen | p50 ms | p95 ms | "
-              "retrieval p50 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "All holes, per configuration:",
+        "",
+        "| configuration | next-line EM | span EM | edit sim | shown | copy chosen | p50 ms | p95 ms | "
+        "retrieval p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for c in configs:
         s = report["overall"][c]
-        lines.append(f"| {c} | {s['em_line']:.1%} | {s['em_span']:.1%} | {s['edit_sim']:.3f} | {s['shown']:.0%} | "
-                     f"{s['copy_chosen']:.0%} | {s['latency_p50_ms']} | {s['latency_p95_ms']} | "
-                     f"{s['retrieval_p50_ms']} |")
+        lines.append(
+            f"| {c} | {s['em_line']:.1%} | {s['em_span']:.1%} | {s['edit_sim']:.3f} | {s['shown']:.0%} | "
+            f"{s['copy_chosen']:.0%} | {s['latency_p50_ms']} | {s['latency_p95_ms']} | "
+            f"{s['retrieval_p50_ms']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

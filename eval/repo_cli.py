@@ -13,15 +13,23 @@ from aigc_code.errors import AigcCodeError
 
 def repo_command(
     repos: Annotated[list[Path], typer.Argument(help="Repository folders to punch holes in (copied first).")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: results.jsonl (resumable), report.json/.md, "
-                                      "plot.png.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder: results.jsonl (resumable), report.json/.md, plot.png.")
+    ],
     holes: Annotated[int, typer.Option(min=1, help="Holes per repository (one line each, one per file).")] = 40,
     seed: Annotated[int, typer.Option(help="Seed for choosing files and lines.")] = 0,
-    configs: Annotated[str, typer.Option(help="Comma-separated configurations: none, context, copy, both, "
-                                         "both-likelihood, both-model-first.")] = ",".join(
-        ("none", "context", "copy", "both", "both-likelihood", "both-model-first")),
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Local checkpoint directory, or the "
-                                                 "served model name with --backend openai.")] = None,
+    configs: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated configurations: none, context, copy, both, both-likelihood, both-model-first."
+        ),
+    ] = ",".join(("none", "context", "copy", "both", "both-likelihood", "both-model-first")),
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model", "-m", help="Local checkpoint directory, or the served model name with --backend openai."
+        ),
+    ] = None,
     adapter: Annotated[Optional[str], typer.Option(help="peft LoRA adapter directory.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:1.")] = None,
     backend: Annotated[str, typer.Option(help="local or openai.")] = "local",
@@ -31,16 +39,25 @@ def repo_command(
 ):
     """Repository completion benchmark: next-line exact match with and without the workspace index."""
     from aigc_code.eval.repo import CONFIGS, RepoRun, run_repo_benchmark
+
     from aigc_code.settings import Settings
 
     chosen = tuple(c.strip() for c in configs.split(",") if c.strip())
     unknown = [c for c in chosen if c not in CONFIGS]
     if unknown or not chosen:
-        typer.echo(f"error: unknown configuration {', '.join(unknown) or '(none)'}; known: {', '.join(CONFIGS)}",
-                   err=True)
+        typer.echo(
+            f"error: unknown configuration {', '.join(unknown) or '(none)'}; known: {', '.join(CONFIGS)}", err=True
+        )
         raise typer.Exit(2)
-    settings = Settings(model=model, adapter=adapter, device=device, backend=backend, endpoint=endpoint,
-                        fim_format=fim_format, max_new_tokens=max_new_tokens)
+    settings = Settings(
+        model=model,
+        adapter=adapter,
+        device=device,
+        backend=backend,
+        endpoint=endpoint,
+        fim_format=fim_format,
+        max_new_tokens=max_new_tokens,
+    )
     try:
         report = run_repo_benchmark(RepoRun(out, list(repos), holes, seed, chosen, settings))
     except AigcCodeError as exc:

@@ -133,27 +133,29 @@ def serve(
         if not token:
             log.warning("serving on %s:%d without --token: any client that can connect may use the server", host, port)
 
-    from .lsp import create_server
+    from .lsp import create_server, serve_tcp
 
-    server = create_server(settings, token=token)
     if tcp:
-        log.info("aigc-code LSP server listening on %s:%d", host, port)
+        import asyncio
+
         try:
-            server.start_tcp(host, port)
-        except SystemExit:
-            pass
+            asyncio.run(serve_tcp(settings, host, port, token))
         except OSError as exc:
             print(f"error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
             return 1
-    else:
-        # stdout carries the protocol: keep the real one for it and point fd 1 (and
-        # sys.stdout) at stderr, so that stray prints from libraries cannot corrupt it.
-        protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-        sys.stdout = sys.stderr
-        log.info("aigc-code LSP server on stdio (pid %d)", os.getpid())
-        server.start_io(sys.stdin.buffer, protocol_out)
-    code = 0 if server.protocol._shutdown else 1
+        except KeyboardInterrupt:
+            log.info("interrupted")
+            return 130
+        return 0
+    server = create_server(settings, token=token)
+    # stdout carries the protocol: keep the real one for it and point fd 1 (and
+    # sys.stdout) at stderr, so that stray prints from libraries cannot corrupt it.
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    log.info("aigc-code LSP server on stdio (pid %d)", os.getpid())
+    server.start_io(sys.stdin.buffer, protocol_out)
+    code = server.exit_code if server.exit_code is not None else (0 if server.protocol._shutdown else 1)
     log.info("exiting (status %d)", code)
     return code
 

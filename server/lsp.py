@@ -106,6 +106,19 @@ class AigcProtocol(LanguageServerProtocol):
             return
         super().handle_message(message)
 
+    @lsp_method(types.EXIT)
+    def lsp_exit(self, *args):
+        """End this client's session without `sys.exit` (pygls' way logs a SystemExit traceback, and
+        would end a TCP server that should wait for the next client)."""
+        if (handler := self.fm.features.get(types.EXIT)) is not None:
+            yield handler, args, None
+        self._server.exit_code = 0 if self._shutdown else 1
+        self._server._stop_event.set()
+        if self.writer is not None:
+            res = self.writer.close()
+            if asyncio.iscoroutine(res):
+                asyncio.ensure_future(res)
+
     # Documents are tracked by our DocumentStore (with incremental tree-sitter parses), not by
     # pygls' workspace: these only forward to the user handlers.
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
@@ -147,6 +160,7 @@ class AigcServer(LanguageServer):
         self._reported: set[str] = set()  # backend errors already sent to the client's log
         self._pending_problems: list[str] = []  # settings problems found before `initialized`
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.exit_code: int | None = None  # set by the `exit` notification
 
     # -- transports: pygls' own, but with the hardened framing loop of transport.py ----------
     def start_io(self, stdin=None, stdout=None) -> None:
@@ -161,24 +175,6 @@ class AigcServer(LanguageServer):
             pass
         finally:
             self.shutdown()
-
-    def start_tcp(self, host: str, port: int) -> None:
-        self._stop_event = stop_event = threading.Event()
-
-        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.protocol.set_writer(writer)
-            await run_framed(stop_event, reader, self.protocol)
-            self.shutdown()
-
-        async def listen() -> None:
-            self._server = await asyncio.start_server(connection, host, port, limit=MAX_HEADER_LINE)
-            async with self._server:
-                await self._server.serve_forever()
-
-        try:
-            asyncio.run(listen())
-        except asyncio.CancelledError:
-            pass
 
     # -- messages to the client ---------------------------------------------------------------
     def log_to_client(self, level: int, message: str) -> None:
@@ -544,3 +540,44 @@ def create_server(settings: Settings | None = None, token: str | None = None, ho
     server.feature(STATUS)(_status)
     server.feature(types.SHUTDOWN)(_shutdown)
     return server
+
+
+async def _serve_connection(reader, writer, make_server) -> None:
+    """One TCP client: its own server state (documents, settings, session), the shared model."""
+    server = make_server()
+    server._stop_event = threading.Event()
+    server.protocol.set_writer(writer)
+    peer = writer.get_extra_info("peername")
+    log.info("client %s connected", peer)
+    try:
+        await run_framed(server._stop_event, reader, server.protocol)
+    finally:
+        server.repository.stop()
+        server.executor.shutdown(wait=False, cancel_futures=True)
+        for token in list(server.inflight.values()):
+            token.cancel()
+        if not writer.is_closing():
+            writer.close()
+        log.info("client %s left", peer)
+
+
+async def serve_tcp(settings: Settings, host: str, port: int, token: str | None = None,
+                    on_listening=None) -> None:
+    """Serve LSP clients on host:port, one server session per connection, until cancelled.
+    The model is loaded once and shared; "listening" is logged only once the bind succeeded."""
+    holder = BackendHolder()
+
+    def make() -> AigcServer:
+        return create_server(settings, token=token, holder=holder)
+
+    listener = await asyncio.start_server(lambda r, w: _serve_connection(r, w, make), host, port,
+                                          limit=MAX_HEADER_LINE)
+    bound = listener.sockets[0].getsockname() if listener.sockets else (host, port)
+    log.info("aigc-code LSP server listening on %s:%d", bound[0], bound[1])
+    if on_listening is not None:
+        on_listening(bound)
+    async with listener:
+        try:
+            await listener.serve_forever()
+        finally:
+            holder.close()

@@ -35,8 +35,11 @@ def local_path(uri: str) -> str | None:
 def watcher_registration() -> types.RegistrationParams:
     watcher = types.FileSystemWatcher(glob_pattern=f"**/*.{{{_EXTENSIONS}}}")
     options = types.DidChangeWatchedFilesRegistrationOptions(watchers=[watcher])
-    return types.RegistrationParams(registrations=[
-        types.Registration(id=WATCHER_ID, method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES, register_options=options)])
+    return types.RegistrationParams(
+        registrations=[
+            types.Registration(id=WATCHER_ID, method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES, register_options=options)
+        ]
+    )
 
 
 def client_can_watch(capabilities: types.ClientCapabilities | None) -> bool:
@@ -111,4 +114,3 @@ class WorkspaceWatch:
         if self.report:
             out.update({k: v for k, v in self.report.items() if k in ("files", "skipped", "seconds", "bytes")})
         return out
-

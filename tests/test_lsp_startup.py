@@ -6,6 +6,7 @@ bracket after the cursor (the range from aigc_code/brackets.py)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import json
 import socket
 import subprocess
@@ -177,7 +178,10 @@ def test_tcp_loads_after_initialize_and_range_replaces_auto_closed_bracket(stub)
 
     try:
         asyncio.run(asyncio.wait_for(session(), 90))
-        assert proc.wait(timeout=20) == 0
+        time.sleep(0.3)
+        assert proc.poll() is None  # the client left; the server waits for the next one
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,10 +6,8 @@ follows edits and files that appear on disk; it never opens a file outside the w
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -77,12 +75,19 @@ async def client(workspace, tiny_model):
 
     os.environ["AIGC_OPEN_LOG"] = str(opened)
     await c.start_io(sys.executable, "-c", LAUNCH, "--model", str(tiny_model), "--log-level", "INFO")
-    caps = T.ClientCapabilities(workspace=T.WorkspaceClientCapabilities(
-        did_change_watched_files=T.DidChangeWatchedFilesClientCapabilities(dynamic_registration=True)))
-    await c.initialize_session(T.InitializeParams(
-        capabilities=caps, root_uri=root.as_uri(),
-        workspace_folders=[T.WorkspaceFolder(uri=root.as_uri(), name="project")],
-        initialization_options={"aigcCode": dict(BASE)}))
+    caps = T.ClientCapabilities(
+        workspace=T.WorkspaceClientCapabilities(
+            did_change_watched_files=T.DidChangeWatchedFilesClientCapabilities(dynamic_registration=True)
+        )
+    )
+    await c.initialize_session(
+        T.InitializeParams(
+            capabilities=caps,
+            root_uri=root.as_uri(),
+            workspace_folders=[T.WorkspaceFolder(uri=root.as_uri(), name="project")],
+            initialization_options={"aigcCode": dict(BASE)},
+        )
+    )
     await wait_indexed(c)
     yield c
     try:
@@ -117,9 +122,13 @@ async def suggest(c, uri: str, text: str, language: str = "python", version: int
     c.text_document_did_open(T.DidOpenTextDocumentParams(T.TextDocumentItem(uri, language, version, text)))
     lines = text.split("\n")  # the cursor goes at the end of the text
     pos = T.Position(len(lines) - 1, len(lines[-1]))
-    result = await c.text_document_inline_completion_async(T.InlineCompletionParams(
-        context=T.InlineCompletionContext(trigger_kind=T.InlineCompletionTriggerKind.Invoked),
-        text_document=T.TextDocumentIdentifier(uri), position=pos))
+    result = await c.text_document_inline_completion_async(
+        T.InlineCompletionParams(
+            context=T.InlineCompletionContext(trigger_kind=T.InlineCompletionTriggerKind.Invoked),
+            text_document=T.TextDocumentIdentifier(uri),
+            position=pos,
+        )
+    )
     c.text_document_did_close(T.DidCloseTextDocumentParams(T.TextDocumentIdentifier(uri)))
     items = result.items if hasattr(result, "items") else result
     return [i.insert_text if isinstance(i.insert_text, str) else i.insert_text.value for i in items]
@@ -151,8 +160,12 @@ async def test_follows_edits_of_open_buffers(client, workspace):
     other = (root / "pkg" / "draft.py").as_uri()
     text = "def area(w, h):\n    product_of_sides = w * h * 1.5\n    return product_of_sides\n"
     client.text_document_did_open(T.DidOpenTextDocumentParams(T.TextDocumentItem(other, "python", 1, "")))
-    client.text_document_did_change(T.DidChangeTextDocumentParams(
-        T.VersionedTextDocumentIdentifier(other, 2), [T.TextDocumentContentChangeWholeDocument(text=text)]))
+    client.text_document_did_change(
+        T.DidChangeTextDocumentParams(
+            T.VersionedTextDocumentIdentifier(uri=other, version=2),
+            [T.TextDocumentContentChangeWholeDocument(text=text)],
+        )
+    )
     await asyncio.sleep(0.2)
     items = await suggest(client, (root / "pkg" / "shapes.py").as_uri(), "def area(w, h):\n    ")
     assert items and items[0].startswith("product_of_sides = w * h * 1.5"), items
@@ -162,44 +175,9 @@ async def test_follows_files_that_appear_on_disk(client, workspace):
     root, _, _ = workspace
     new = root / "pkg" / "fresh.py"
     new.write_text("def greet(name):\n    banner = f'hello {name}, welcome aboard'\n    return banner\n")
-    client.workspace_did_change_watched_files(T.DidChangeWatchedFilesParams(
-        changes=[T.FileEvent(uri=new.as_uri(), type=T.FileChangeType.Created)]))
+    client.workspace_did_change_watched_files(
+        T.DidChangeWatchedFilesParams(changes=[T.FileEvent(uri=new.as_uri(), type=T.FileChangeType.Created)])
+    )
     await asyncio.sleep(0.3)
     items = await suggest(client, (root / "pkg" / "other.py").as_uri(), "def greet(name):\n    ")
     assert items and items[0].startswith("banner = f'hello {name}, welcome aboard'"), items
-
-
-def test_repository_benchmark_on_a_fixture(tmp_path, tiny_model):
-    import subprocess
-
-    repo = tmp_path / "fixture"
-    (repo / "src").mkdir(parents=True)
-    for i in range(4):
-        (repo / "src" / f"mod{i}.py").write_text(textwrap.dedent(f"""\
-            import logging
-
-            log = logging.getLogger(__name__)
-
-
-            def handler_{i}(event, context):
-                payload = json.loads(event["body"])
-                log.info("handling %s", payload["id"])
-                return {{"statusCode": 200, "body": json.dumps(payload)}}
-            """))
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "aigc_code", "eval", "repo", str(repo), "--out", str(out), "--holes", "4",
-           "--configs", "none,copy", "--model", str(tiny_model), "--max-new-tokens", "8"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    report = json.loads((out / "report.json").read_text())
-    copy, none = report["overall"]["copy"], report["overall"]["none"]
-    assert copy["holes"] == none["holes"] == 4
-    assert copy["em_line"] >= 0.5 > none["em_line"] or copy["em_line"] > none["em_line"], report["overall"]
-    assert (out / "report.md").exists() and (out / "plot.png").stat().st_size > 1000
-    # the answers were restored: the copied repository equals the original again
-    for f in (repo / "src").iterdir():
-        assert (out / "work" / "fixture" / "src" / f.name).read_text() == f.read_text()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # resume: nothing left to do
-    assert again.returncode == 0 and len((out / "results.jsonl").read_text().splitlines()) == 8
-    other = subprocess.run([*cmd[:-2], "16"], capture_output=True, text=True, timeout=300)
-    assert other.returncode == 1 and "other settings" in other.stderr
