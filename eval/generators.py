@@ -130,6 +130,17 @@ def openai_backend(cfg, plain: bool):
     )
 
 
+def warm_up(backend) -> None:
+    """Let the client ask the server what it is (flavour, context size) now, not inside the first request
+    while K-1 others wait behind it."""
+    probe = getattr(backend, "server", None)
+    if callable(probe):
+        try:
+            probe()
+        except Exception:  # noqa: BLE001 - the first request reports a dead server clearly
+            pass
+
+
 class OpenAIGenerator:
     """One ``/v1/completions`` request per sample (servers such as llama.cpp ignore ``n``), seeded per
     sample so that a resumed run asks exactly what an uninterrupted one would have."""
@@ -138,6 +149,7 @@ class OpenAIGenerator:
         self.cfg = cfg
         self.concurrency = cfg.concurrency
         self.backend = openai_backend(cfg, plain=cfg.prompt_format == "plain")
+        warm_up(self.backend)
 
     def units(self, problem: Problem, missing: list[int]) -> list[list[tuple[Problem, int]]]:
         return [[(problem, i)] for i in missing]

@@ -201,17 +201,26 @@ def _task_order(task_id: str):
     return (0, int(tail), task_id) if tail.isdigit() else (1, 0, task_id)
 
 
-def _reference_check(pairs: list, known_defects: dict) -> dict:
+def _sort_reference(pairs: list, known_defects: dict) -> tuple[list, list, list]:
+    """(known-defect failures, other failures, skipped) of a reference run's records."""
     known, other, skipped = [], [], []
     for g, e in pairs:
-        if e is None:
+        if e is None or e["passed"]:
             continue
         if e["status"] == "skipped":
             skipped.append({"task_id": g["task_id"], "reason": e["detail"]})
-        elif not e["passed"]:
-            item = {"task_id": g["task_id"], "status": e["status"], "detail": (e.get("detail") or "")[-600:]}
-            reason = known_defects.get(base_task_id(g["task_id"]))
-            (known if reason else other).append({**item, "reason": reason} if reason else item)
+            continue
+        item = {"task_id": g["task_id"], "status": e["status"], "detail": (e.get("detail") or "")[-600:]}
+        reason = known_defects.get(base_task_id(g["task_id"]))
+        if reason:
+            known.append({**item, "reason": reason})
+        else:
+            other.append(item)
+    return known, other, skipped
+
+
+def _reference_check(pairs: list, known_defects: dict) -> dict:
+    known, other, skipped = _sort_reference(pairs, known_defects)
     ran = [e for _, e in pairs if e and e["status"] != "skipped"]
     considered = [
         e for g, e in pairs if e and e["status"] != "skipped" and base_task_id(g["task_id"]) not in known_defects

@@ -339,6 +339,7 @@ def make_generator(cfg: RunConfig, say, provided=None):
         return g.ReferenceGenerator(1)
     if is_infill(cfg.benchmark):
         backend = g.openai_backend(cfg, plain=False) if cfg.backend == "openai" else _local_backend(cfg, say)
+        g.warm_up(backend)
         return g.InfillGenerator(cfg, backend, cfg.concurrency if cfg.backend == "openai" else 1)
     if cfg.backend == "openai":
         say(f"generating through {cfg.endpoint} (model {cfg.model}, {cfg.concurrency} requests in flight)")

