@@ -562,6 +562,7 @@ class OpenAIBackend:
         self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None
     ) -> GenerationResult:
         start = time.perf_counter()
+        self.server()  # asked once: flavour, model, context size, FIM layout ("auto")
         head, heal = self.heal_split(prefix)
         payload = self._payload(head, suffix, request, heal)
         runs = self._generate(payload, max(1, request.n), cancel, start)

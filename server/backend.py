@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from aigc_code.backends import Backend, make_backend
 from aigc_code.errors import AigcCodeError, BackendError
