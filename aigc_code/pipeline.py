@@ -208,7 +208,8 @@ class CompletionPipeline:
         outcome.raw = [c.text for c in result.candidates]
 
         t2 = time.perf_counter()
-        site = Site(doc.language, cur.before, cur.after, mode, tree=doc.tree)
+        before, after = cur.window()
+        site = Site(doc.language, before, after, mode, tree=doc.tree)
         suggestions = process(result.candidates, site)
         outcome.suggestions, timing.chosen = merge_candidates(
             suggestions, process(copies, site), settings.choice_rule, backend, prompt, cancel

@@ -18,6 +18,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from tree_sitter import Tree
 
 
+# Documents larger than this are not parsed with tree-sitter (a 2.4 MB file's tree costs ~300 MB);
+# their completions see a window of text around the cursor instead.
+MAX_PARSE_BYTES = 1 << 20
+WINDOW_CHARS = 32_000
+
+
 def byte_len(text: str) -> int:
     """UTF-8 length of `text` (the fast path for ASCII)."""
     return len(text) if text.isascii() else len(text.encode("utf-8"))
@@ -50,7 +56,7 @@ class Snapshot:
     def parse(cls, text: str, language: str | None, uri: str = "", version: int = 0) -> Snapshot:
         """A snapshot of `text` parsed afresh (outside an editor: `aigc-code complete`, benchmarks)."""
         src = text.encode("utf-8")
-        tree = ts_parser(language).parse(src) if language else None
+        tree = ts_parser(language).parse(src) if language and len(src) <= MAX_PARSE_BYTES else None
         return cls(uri, version, language, text, src, tree)
 
     def source_file(self, path: str) -> SourceFile:
@@ -74,6 +80,17 @@ class Cursor:
     @cached_property
     def after(self) -> str:
         return self.snap.text[self.index :]
+
+    def window(self) -> tuple[str, str]:
+        """(before, after) for parsing around the cursor: all of it for a parsed document, else
+        about `WINDOW_CHARS` cut at line boundaries (huge documents)."""
+        if self.snap.tree is not None or len(self.snap.src) <= MAX_PARSE_BYTES:
+            return self.before, self.after
+        before = self.before[-WINDOW_CHARS:]
+        before = before[before.find("\n") + 1 :] if "\n" in before else before
+        after = self.after[: WINDOW_CHARS // 4]
+        after = after[: after.rfind("\n") + 1] if "\n" in after else after
+        return before, after
 
     @cached_property
     def byte(self) -> int:

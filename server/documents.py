@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from aigc_code.languages import canonical, language_for_path, ts_parser
-from aigc_code.snapshot import Snapshot, byte_len
+from aigc_code.snapshot import MAX_PARSE_BYTES, Snapshot, byte_len
 
 _EOL = re.compile(r"\r\n|\r|\n")
 
@@ -204,6 +204,9 @@ class Document:
     def reparse(self) -> None:
         """Parse the current text, reusing the (edited) old tree when there is one."""
         if self.parser is None:
+            return
+        if len(self.src) > MAX_PARSE_BYTES:  # huge: no tree (completions use a window of text)
+            self.tree = None
             return
         self.tree = self.parser.parse(self.src, self.tree) if self.tree is not None else self.parser.parse(self.src)
 
