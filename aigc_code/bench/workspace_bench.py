@@ -142,18 +142,29 @@ def heldout(root: str | Path, n: int = 200, seed: int = 0, scratch: str | None =
     return result
 
 
+def heldout_rounds(root: str | Path, n: int, seeds: int) -> dict:
+    """`heldout` repeated with `seeds` different seeds, summed."""
+    rounds = [heldout(root, n, seed) for seed in range(seeds)]
+    cases, exact, proposed = (sum(r[k] for r in rounds) for k in ("cases", "exact", "proposed"))
+    total = {"root": str(root), "cases": cases, "exact": exact, "exact_rate": round(exact / max(1, cases), 3)}
+    total.update(proposed=proposed, precision=round(exact / max(1, proposed), 3), seeds=seeds)
+    print(json.dumps(total))
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="workspace_bench", description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="+")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--heldout", type=int, default=0, help="also measure copy exact match on N held-out lines")
+    parser.add_argument("--heldout", type=int, default=0, help="measure copy exact match on N held-out lines instead")
+    parser.add_argument("--seeds", type=int, default=1, help="held-out rounds (a different line per file each)")
     args = parser.parse_args(argv)
     for root in args.roots:
         if not Path(root).is_dir():
             print(f"error: not a folder: {root}", file=sys.stderr)
             return 1
         if args.heldout:
-            heldout(root, args.heldout)
+            heldout_rounds(root, args.heldout, args.seeds)
         else:
             run(root, args.queries)
     return 0

@@ -24,6 +24,8 @@ MAX_FORWARD = 8  # lines compared after the cursor
 MAX_EXAMINED = 400  # occurrences whose text is looked at, best first
 BUFFER_WINDOW = 3000  # lines of the buffer around the cursor that are searched
 INDENT_BONUS = 8  # characters credited when the indentation step matches the buffer's
+SAME_INDENT_BONUS = 2  # ... and when the proposed line has the cursor's indentation
+TAIL = 12  # a line's "tail" key: its last TAIL characters (stripped), for partial matches
 
 
 @dataclass
@@ -46,20 +48,33 @@ def line_hash(stripped: str) -> int:
     return h or 1
 
 
+def tail_hash(stripped: str) -> int:
+    return line_hash(stripped[-TAIL:])
+
+
+def common_suffix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[-1 - i] == b[-1 - i]:
+        i += 1
+    return i
+
+
 def split_lines(text: str) -> list[str]:
     return text.split("\n")
 
 
-def nonblank(lines: list[str]) -> tuple[list[int], list[int], list[int]]:
-    """(line numbers, hashes, indents) of the non-blank lines."""
-    numbers, hashes, indents = [], [], []
+def nonblank(lines: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(line numbers, hashes, tail hashes, indents) of the non-blank lines."""
+    numbers, hashes, tails, indents = [], [], [], []
     for number, line in enumerate(lines):
         stripped = line.strip()
         if stripped:
             numbers.append(number)
             hashes.append(line_hash(stripped))
+            tails.append(tail_hash(stripped))
             indents.append(min(len(line) - len(line.lstrip()), 255))
-    return numbers, hashes, indents
+    return numbers, hashes, tails, indents
 
 
 @dataclass
@@ -69,33 +84,46 @@ class FileLines:
     fid: int
     numbers: np.ndarray  # int32 line number of each non-blank line
     hashes: np.ndarray  # uint32
+    tails: np.ndarray  # uint32
     indents: np.ndarray  # uint8
 
 
 def file_lines(fid: int, lines: list[str]) -> FileLines:
-    numbers, hashes, indents = nonblank(lines)
+    numbers, hashes, tails, indents = nonblank(lines)
     return FileLines(
         fid,
         np.asarray(numbers, dtype=np.int32),
         np.asarray(hashes, dtype=np.uint32),
+        np.asarray(tails, dtype=np.uint32),
         np.asarray(indents, dtype=np.uint8),
     )
+
+
+_DTYPES = (np.uint32, np.uint32, np.int32, np.int32, np.uint8)
 
 
 class LineSegment:
     """Immutable: the non-blank line hashes of some files, contiguous per file, with a sorted index."""
 
-    def __init__(self, hashes: np.ndarray, fids: np.ndarray, numbers: np.ndarray, indents: np.ndarray):
-        self.hashes, self.fids, self.numbers, self.indents = hashes, fids, numbers, indents
-        self.order = np.argsort(hashes, kind="stable").astype(np.int32)
-        self.sorted = hashes[self.order]
+    def __init__(self, hashes, tails, fids, numbers, indents, indexed: bool = True):
+        self.hashes, self.tails, self.fids, self.numbers, self.indents = hashes, tails, fids, numbers, indents
+        self.indexed = indexed  # False: small (a buffer), searched by scanning
+        if indexed:
+            self.order = np.argsort(hashes, kind="stable").astype(np.int32)
+            self.sorted = hashes[self.order]
+            self.tail_order = np.argsort(tails, kind="stable").astype(np.int32)
+            self.tail_sorted = tails[self.tail_order]
+
+    def _columns(self) -> tuple:
+        return self.hashes, self.tails, self.fids, self.numbers, self.indents
 
     @classmethod
     def from_files(cls, files: list[FileLines]) -> LineSegment:
         if not files:
-            return cls(*(np.zeros(0, dtype=t) for t in (np.uint32, np.int32, np.int32, np.uint8)))
+            return cls(*(np.zeros(0, dtype=t) for t in _DTYPES))
         return cls(
             np.concatenate([f.hashes for f in files]),
+            np.concatenate([f.tails for f in files]),
             np.concatenate([np.full(len(f.hashes), f.fid, dtype=np.int32) for f in files]),
             np.concatenate([f.numbers for f in files]),
             np.concatenate([f.indents for f in files]),
@@ -104,23 +132,27 @@ class LineSegment:
     @classmethod
     def merge(cls, segments: list[LineSegment], alive: np.ndarray) -> LineSegment:
         """One segment with the live lines of `segments` (dead files dropped)."""
-        parts = [(s.hashes, s.fids, s.numbers, s.indents) for s in segments if len(s)]
+        parts = [s._columns() for s in segments if len(s)]
         if not parts:
             return cls.from_files([])
-        hashes, fids, numbers, indents = (np.concatenate(p) for p in zip(*parts, strict=True))
-        keep = alive[fids] if len(fids) else np.zeros(0, dtype=bool)
-        return cls(hashes[keep], fids[keep], numbers[keep], indents[keep])
+        columns = [np.concatenate(p) for p in zip(*parts, strict=True)]
+        keep = alive[columns[2]]
+        return cls(*(c[keep] for c in columns))
 
     def __len__(self) -> int:
         return len(self.hashes)
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.hashes, self.fids, self.numbers, self.indents, self.order, self.sorted))
+        extra = (self.order, self.sorted, self.tail_order, self.tail_sorted) if self.indexed else ()
+        return sum(a.nbytes for a in self._columns() + extra)
 
-    def lookup(self, h: int) -> np.ndarray:
-        lo = np.searchsorted(self.sorted, h, side="left")
-        hi = np.searchsorted(self.sorted, h, side="right")
-        return self.order[lo:hi]
+    def lookup(self, h: int, tail: bool = False) -> np.ndarray:
+        if not self.indexed:
+            return np.flatnonzero((self.tails if tail else self.hashes) == h)
+        keys, order = (self.tail_sorted, self.tail_order) if tail else (self.sorted, self.order)
+        lo = np.searchsorted(keys, h, side="left")
+        hi = np.searchsorted(keys, h, side="right")
+        return order[lo:hi]
 
 
 @dataclass
@@ -130,13 +162,19 @@ class CursorContext:
     typed: str  # current line before the cursor, left-stripped
     rest: str  # current line after the cursor
     back: np.ndarray  # uint32 hashes of the non-blank lines above, nearest first
+    back_text: list[str]  # those lines, stripped
     back_chars: np.ndarray  # cumulative stripped lengths of those lines (back_chars[k] = first k lines)
     forward: np.ndarray  # uint32 hashes of the non-blank lines below, nearest first
     forward_chars: np.ndarray
-    indent_step: int  # indentation of the cursor line minus that of the line above
+    indent: int  # indentation of the cursor line
+    indent_step: int  # ... minus that of the line above
     next_line: str  # first non-blank line below the cursor, stripped
     buffer: LineSegment  # the buffer itself as a searchable source (the cursor line is SENTINEL)
     buffer_lines: list[str]  # line text of each buffer position
+
+
+def _cumulative(lengths: list[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
 
 
 def cursor_context(before: str, after: str) -> CursorContext | None:
@@ -145,33 +183,35 @@ def cursor_context(before: str, after: str) -> CursorContext | None:
     below = split_lines(after)
     rest = below.pop(0)
     above, below = above[-BUFFER_WINDOW:], below[:BUFFER_WINDOW]
-    a_num, a_hash, a_ind = nonblank(above)
-    b_num, b_hash, b_ind = nonblank(below)
+    a_num, a_hash, a_tail, a_ind = nonblank(above)
+    b_num, b_hash, b_tail, b_ind = nonblank(below)
     if not a_hash:
         return None
-    back = np.asarray(a_hash[::-1][:MAX_BACK], dtype=np.uint32)
-    back_len = [len(above[n].strip()) for n in a_num[::-1][:MAX_BACK]]
-    fwd = np.asarray(b_hash[:MAX_FORWARD], dtype=np.uint32)
+    back_text = [above[n].strip() for n in a_num[::-1][:MAX_BACK]]
     fwd_len = [len(below[n].strip()) for n in b_num[:MAX_FORWARD]]
     indent = len(current) - len(current.lstrip())
+    size = len(a_hash) + 1 + len(b_hash)
     segment = LineSegment(
         np.asarray(a_hash + [SENTINEL] + b_hash, dtype=np.uint32),
-        np.full(len(a_hash) + 1 + len(b_hash), -1, dtype=np.int32),
-        np.arange(len(a_hash) + 1 + len(b_hash), dtype=np.int32),
+        np.asarray(a_tail + [SENTINEL] + b_tail, dtype=np.uint32),
+        np.full(size, -1, dtype=np.int32),
+        np.arange(size, dtype=np.int32),
         np.asarray(a_ind + [min(indent, 255)] + b_ind, dtype=np.uint8),
+        indexed=False,
     )
-    lines = [above[n] for n in a_num] + [current] + [below[n] for n in b_num]
     return CursorContext(
         typed=current.lstrip(),
         rest=rest,
-        back=back,
-        back_chars=np.concatenate([[0], np.cumsum(back_len)]).astype(np.int64),
-        forward=fwd,
-        forward_chars=np.concatenate([[0], np.cumsum(fwd_len)]).astype(np.int64),
+        back=np.asarray(a_hash[::-1][:MAX_BACK], dtype=np.uint32),
+        back_text=back_text,
+        back_chars=_cumulative([len(t) for t in back_text]),
+        forward=np.asarray(b_hash[:MAX_FORWARD], dtype=np.uint32),
+        forward_chars=_cumulative(fwd_len),
+        indent=indent,
         indent_step=indent - a_ind[-1],
         next_line=below[b_num[0]].strip() if b_num else "",
         buffer=segment,
-        buffer_lines=lines,
+        buffer_lines=[above[n] for n in a_num] + [current] + [below[n] for n in b_num],
     )
 
 
@@ -181,19 +221,21 @@ class Occurrences:
 
     segment: LineSegment
     cand: np.ndarray  # positions of the proposed lines
-    back: np.ndarray  # lines matched above
+    back: np.ndarray  # whole lines matched above (the next one up may match in part)
     forward: np.ndarray  # lines matched below
-    score: np.ndarray  # matched characters (+ indentation bonus)
+    score: np.ndarray  # matched characters of whole lines (+ indentation bonuses)
 
 
-def match_segment(segment: LineSegment, ctx: CursorContext, alive: np.ndarray | None) -> Occurrences | None:
-    pos = segment.lookup(int(ctx.back[0]))
+def match_segment(
+    segment: LineSegment, ctx: CursorContext, alive: np.ndarray | None, tail: bool = False
+) -> Occurrences | None:
+    """Where the line above the cursor occurs in `segment` (tail: where its last characters occur)."""
+    pos = segment.lookup(int(ctx.back[0]) if not tail else tail_hash(ctx.back_text[0]), tail)
     if len(pos) == 0:
         return None
-    n = len(segment)
     fids = segment.fids
     cand = pos + 1
-    ok = cand < n
+    ok = cand < len(segment)
     pos, cand = pos[ok], cand[ok]
     ok = (fids[cand] == fids[pos]) & (segment.hashes[cand] != SENTINEL)
     if alive is not None:
@@ -201,10 +243,11 @@ def match_segment(segment: LineSegment, ctx: CursorContext, alive: np.ndarray | 
     pos, cand = pos[ok], cand[ok]
     if len(pos) == 0:
         return None
-    back = _extend(segment, pos, ctx.back, -1)
+    back = np.zeros(len(pos), dtype=np.int64) if tail else _extend(segment, pos, ctx.back, -1)
     forward = _extend(segment, cand, ctx.forward, +1) if len(ctx.forward) else np.zeros(len(cand), dtype=np.int64)
     step = segment.indents[cand].astype(np.int64) - segment.indents[pos].astype(np.int64)
     score = ctx.back_chars[back] + ctx.forward_chars[forward] + INDENT_BONUS * (step == ctx.indent_step)
+    score += SAME_INDENT_BONUS * (segment.indents[cand] == min(ctx.indent, 255))
     return Occurrences(segment, cand, back, forward, score)
 
 
@@ -230,7 +273,6 @@ def _extend(segment: LineSegment, start: np.ndarray, wanted: np.ndarray, directi
 
 def continuation(line: str, ctx: CursorContext) -> str:
     """The text to insert for a proposed source `line`, or "" when it does not fit the cursor."""
-    stripped = line.strip()
     if not line.lstrip().startswith(ctx.typed):
         return ""
     text = line.lstrip()[len(ctx.typed) :].rstrip()
@@ -239,24 +281,33 @@ def continuation(line: str, ctx: CursorContext) -> str:
         text = text[: len(text) - len(rest)].rstrip() if text != rest else ""
     if not text.strip():
         return ""
-    if not rest and not ctx.typed and stripped == ctx.next_line:
+    if not rest and not ctx.typed and line.strip() == ctx.next_line:
         return ""  # would only repeat the line below the cursor
     return text
 
 
-def rank(
-    found: list[Occurrences],
-    ctx: CursorContext,
-    line_text: Callable[[LineSegment, int], tuple[str, str]],
-    max_candidates: int,
-) -> list[CopyCandidate]:
+LineText = Callable[[LineSegment, int], tuple[str, str]]
+
+
+def _partial(segment: LineSegment, cand: int, back: int, ctx: CursorContext, line_text: LineText) -> int:
+    """Characters at the end of the first line above that did not match whole, that still match."""
+    if back >= len(ctx.back_text):
+        return 0
+    position = cand - 1 - back
+    if position < 0 or segment.fids[position] != segment.fids[cand]:
+        return 0
+    return common_suffix(line_text(segment, position)[0].strip(), ctx.back_text[back])
+
+
+def rank(found: list[Occurrences], ctx: CursorContext, line_text: LineText, max_candidates: int) -> list[CopyCandidate]:
     """Distinct continuations, best first by (matched characters, votes)."""
     if not found:
         return []
     seg_ids = np.concatenate([np.full(len(o.cand), i, dtype=np.int32) for i, o in enumerate(found)])
     cands = np.concatenate([o.cand for o in found])
+    backs = np.concatenate([o.back for o in found])
     scores = np.concatenate([o.score for o in found])
-    lines_matched = np.concatenate([o.back + o.forward for o in found])
+    lines_matched = backs + np.concatenate([o.forward for o in found])
     order = np.argsort(-scores, kind="stable")[:MAX_EXAMINED]
     best: dict[str, CopyCandidate] = {}
     for k in order:
@@ -265,12 +316,14 @@ def rank(
         text = continuation(line, ctx)
         if not text:
             continue
+        score = int(scores[k]) + _partial(segment, int(cands[k]), int(backs[k]), ctx, line_text)
         entry = best.get(text)
         if entry is None:
-            best[text] = CopyCandidate(
-                text, 1, int(scores[k]), source, line.lstrip()[len(ctx.typed) :].rstrip(), int(lines_matched[k])
-            )
-        else:
-            entry.votes += 1
+            whole = line.lstrip()[len(ctx.typed) :].rstrip()
+            best[text] = CopyCandidate(text, 1, score, source, whole, int(lines_matched[k]))
+            continue
+        entry.votes += 1
+        if score > entry.match_chars:
+            entry.match_chars, entry.source = score, source
     ranked = sorted(best.values(), key=lambda c: (c.match_chars, c.votes), reverse=True)
     return ranked[:max_candidates]

@@ -340,11 +340,8 @@ class WorkspaceIndex:
         own = self._by_path.get(self._key(path) or "")
         if own is not None and own < len(alive):
             alive[own] = False
-        found = []
-        for segment in [ctx.buffer, *self._line_segments]:
-            occ = copymod.match_segment(segment, ctx, None if segment is ctx.buffer else alive)
-            if occ is not None:
-                found.append(occ)
+        sources = [ctx.buffer, *self._line_segments]
+        found = self._occurrences(sources, ctx, alive, tail=False) or self._occurrences(sources, ctx, alive, tail=True)
 
         def line_text(segment: LineSegment, position: int) -> tuple[str, str]:
             if segment is ctx.buffer:
@@ -353,6 +350,15 @@ class WorkspaceIndex:
             return (doc.line(int(segment.numbers[position])), doc.path) if doc else ("", "")
 
         return copymod.rank(found, ctx, line_text, max_candidates)
+
+    @staticmethod
+    def _occurrences(sources, ctx, alive, tail: bool) -> list:
+        found = []
+        for segment in sources:
+            occ = copymod.match_segment(segment, ctx, None if segment is ctx.buffer else alive, tail)
+            if occ is not None:
+                found.append(occ)
+        return found
 
     def retrieve(
         self, path: str, language: str, query: str, max_chunks: int = 4, exclude: str = ""
