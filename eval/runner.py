@@ -362,13 +362,10 @@ def _engine(cfg: RunConfig, say):
 
 
 def _local_backend(cfg: RunConfig, say):
-    from aigc_code.backends import LocalBackend
+    from aigc_code.backends import make_backend
 
-    backend = LocalBackend.__new__(LocalBackend)  # share the cached engine instead of loading it again
-    backend.engine = _engine(cfg, say)
-    backend.tokens = backend.engine
-    backend.max_context = getattr(backend.engine, "max_context", None)
-    return backend
+    say(f"loading model {cfg.model}" + (f" + adapter {cfg.adapter}" if cfg.adapter else ""))
+    return make_backend("local", model=cfg.model, adapter=cfg.adapter)  # ModelLoadError explains itself
 
 
 class EvalRun:
