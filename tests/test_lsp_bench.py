@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aigc_code.server.bench import bench_lsp, default_files
+from aigc_code.bench.lsp import bench_lsp, default_files
 
 
 def test_bench_lsp_short_run(tiny_model):

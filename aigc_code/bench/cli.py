@@ -82,7 +82,7 @@ def lsp(model: ModelOpt = None, out: OutOpt = None, threads: ThreadsOpt = None):
     """Replay a scripted typing session through the real server over stdio: p50/p95 inline-completion
     latency, the model's own time, and the server overhead as a ratio of the two."""
     _threads(threads)
-    from aigc_code.server.bench import bench_lsp
+    from aigc_code.bench.lsp import bench_lsp
 
     _emit(bench_lsp(model=model), out)
 
