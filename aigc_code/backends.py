@@ -45,10 +45,15 @@ class Backend(Protocol):
 class LocalBackend:
     kind = "local"
 
-    def __init__(self, model: str | None = None, adapter: str | None = None, device: str | None = None):
+    def __init__(self, model: str | None = None, adapter: str | None = None, device: str | None = None,
+                 threads: int | None = None, quantize: str | None = None):
         from aigc_code.engine import load_engine
 
-        self.engine = load_engine(model=model, adapter=adapter, device=device)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.engine = load_engine(model=model, adapter=adapter, device=device, quantize=quantize)
         self.tokens: TokenCounter = self.engine
         self.max_context = getattr(self.engine, "max_context", None)
 
@@ -56,6 +61,13 @@ class LocalBackend:
         self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None
     ) -> GenerationResult:
         return self.engine.complete(prefix, suffix, config=request, cancel=cancel)
+
+    def score(self, prefix: str, suffix: str, texts: list[str], cancel: CancellationToken | None = None) -> list[float]:
+        """Mean token log-probability of each text as the continuation of this prompt (choice rule
+        `likelihood`); a remote backend has no such method."""
+        from aigc_code.scoring import score_continuations
+
+        return score_continuations(self.engine, prefix, suffix, texts, cancel)
 
     def describe(self) -> str:
         fim = self.engine.fim.family if getattr(self.engine, "fim", None) else "no FIM tokens (prefix only)"
@@ -342,24 +354,36 @@ class OpenAIBackend:
         return self.server().max_context
 
     def server(self) -> ServerInfo:
-        if self.info is None:
-            self.info = self._probe()
-            if self._auto_fim:
-                found = checkpoint_fim_format(self.info.model_id) or checkpoint_fim_format(self.model)
-                self.fim = parse_fim_format(found or "starcoder")
-        return self.info
+        """What the server is; asked once it answers (while it is down, asked again next time)."""
+        if self.info is not None:
+            return self.info
+        info = self._probe()
+        if info is None:
+            return ServerInfo()
+        self.info = info
+        if self._auto_fim:
+            found = checkpoint_fim_format(info.model_id) or checkpoint_fim_format(self.model)
+            self.fim = parse_fim_format(found or "starcoder")
+        return info
 
-    def _get_json(self, url: str, method: str = "GET", body: dict | None = None):
+    def _get_json(self, url: str, method: str = "GET", body: dict | None = None, unreachable=None):
+        """The JSON body of a 200 answer, else None; `unreachable` (returned instead) when no connection."""
+        import httpx
+
         try:
             resp = self._client.request(method, url, json=body, timeout=min(5.0, self.timeout_s))
             return resp.json() if resp.status_code == 200 else None
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            return unreachable
         except Exception:  # probing only: the completion request reports a dead endpoint
             return None
 
-    def _probe(self) -> ServerInfo:
+    def _probe(self) -> ServerInfo | None:
         """`/v1/models` (model id; vLLM's max_model_len), then llama-server's `/props`, TGI's `/info`,
-        llama-cpp-python's `/extras/tokenize`: the first that answers names the flavour."""
-        models = self._get_json(self.v1 + "/models")
+        llama-cpp-python's `/extras/tokenize`: the first that answers names the flavour. None: unreachable."""
+        models = self._get_json(self.v1 + "/models", unreachable=False)
+        if models is False:
+            return None
         data = models.get("data") if isinstance(models, dict) else None
         entry = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
         info = ServerInfo(model_id=entry.get("id") if isinstance(entry.get("id"), str) else None)
@@ -622,10 +646,12 @@ def make_backend(
     api_key: str | None = None,
     timeout_s: float = 30.0,
     max_context: int | None = None,
+    threads: int | None = None,
+    quantize: str | None = None,
 ) -> Backend:
     """Build a backend; raises ModelLoadError / BackendError with a message a user can act on."""
     if kind == "local":
-        return LocalBackend(model=model, adapter=adapter, device=device)
+        return LocalBackend(model=model, adapter=adapter, device=device, threads=threads, quantize=quantize)
     if kind == "openai":
         return OpenAIBackend(
             endpoint or "",

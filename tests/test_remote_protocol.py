@@ -303,3 +303,18 @@ def test_status_and_errors_follow_the_endpoint_over_lsp():
         await client.stop()
 
     asyncio.run(asyncio.wait_for(session(), 90))
+
+
+def test_server_is_asked_again_after_it_was_down():
+    port = free_port()
+    backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", fim_format="starcoder")
+    with pytest.raises(BackendError, match="cannot reach"):
+        backend.complete("def f():\n    ", "", GREEDY)
+    assert backend.info is None  # nothing learnt from a dead endpoint
+    srv = start_engine("llama-cpp-python", port=port, texts=["\n    pass\n"])
+    try:
+        assert backend.complete("def f():\n    ", "", GREEDY).text == "pass\n"
+        assert backend.info.flavour == "llama-cpp-python" and "grammar" in completions(srv)[-1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
