@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="workspace_bench", description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="+")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--max-files", type=int, default=IndexLimits.max_files)
     parser.add_argument("--heldout", type=int, default=0, help="measure copy exact match on N held-out lines instead")
     parser.add_argument("--seeds", type=int, default=1, help="held-out rounds (a different line per file each)")
     args = parser.parse_args(argv)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.heldout:
             heldout_rounds(root, args.heldout, args.seeds)
         else:
-            run(root, args.queries)
+            run(root, args.queries, limits=IndexLimits(max_files=args.max_files))
     return 0
 
 

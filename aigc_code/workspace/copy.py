@@ -22,7 +22,7 @@ SENTINEL = 0  # the cursor line in a buffer; real line hashes that happen to be 
 MAX_BACK = 24  # lines of context compared before the cursor
 MAX_FORWARD = 8  # lines compared after the cursor
 MAX_EXAMINED = 400  # occurrences whose text is looked at, best first
-BUFFER_WINDOW = 3000  # lines of the buffer around the cursor that are searched
+BUFFER_WINDOW = 2000  # lines of the buffer around the cursor that are searched
 INDENT_BONUS = 8  # characters credited when the indentation step matches the buffer's
 SAME_INDENT_BONUS = 2  # ... and when the proposed line has the cursor's indentation
 TAIL = 12  # a line's "tail" key: its last TAIL characters (stripped), for partial matches
@@ -74,6 +74,30 @@ def nonblank(lines: list[str]) -> tuple[list[int], list[int], list[int], list[in
             hashes.append(line_hash(stripped))
             tails.append(tail_hash(stripped))
             indents.append(min(len(line) - len(line.lstrip()), 255))
+    return numbers, hashes, tails, indents
+
+
+_KEYS: dict[str, tuple[int, int, int]] = {}  # line -> (hash, tail hash, indent), for buffers queried again
+
+
+def buffer_nonblank(lines: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """`nonblank` for an editor buffer, memoised per line (a buffer changes a little between queries)."""
+    if len(_KEYS) > 200_000:
+        _KEYS.clear()
+    numbers, hashes, tails, indents = [], [], [], []
+    for number, line in enumerate(lines):
+        keys = _KEYS.get(line)
+        if keys is None:
+            stripped = line.strip()
+            keys = (
+                (line_hash(stripped), tail_hash(stripped), min(len(line) - len(line.lstrip()), 255)) if stripped else ()
+            )
+            _KEYS[line] = keys
+        if keys:
+            numbers.append(number)
+            hashes.append(keys[0])
+            tails.append(keys[1])
+            indents.append(keys[2])
     return numbers, hashes, tails, indents
 
 
@@ -150,8 +174,9 @@ class LineSegment:
         if not self.indexed:
             return np.flatnonzero((self.tails if tail else self.hashes) == h)
         keys, order = (self.tail_sorted, self.tail_order) if tail else (self.sorted, self.order)
-        lo = np.searchsorted(keys, h, side="left")
-        hi = np.searchsorted(keys, h, side="right")
+        key = np.uint32(h)  # a Python int would make numpy cast the whole array
+        lo = np.searchsorted(keys, key, side="left")
+        hi = np.searchsorted(keys, key, side="right")
         return order[lo:hi]
 
 
@@ -183,8 +208,8 @@ def cursor_context(before: str, after: str) -> CursorContext | None:
     below = split_lines(after)
     rest = below.pop(0)
     above, below = above[-BUFFER_WINDOW:], below[:BUFFER_WINDOW]
-    a_num, a_hash, a_tail, a_ind = nonblank(above)
-    b_num, b_hash, b_tail, b_ind = nonblank(below)
+    a_num, a_hash, a_tail, a_ind = buffer_nonblank(above)
+    b_num, b_hash, b_tail, b_ind = buffer_nonblank(below)
     if not a_hash:
         return None
     back_text = [above[n].strip() for n in a_num[::-1][:MAX_BACK]]

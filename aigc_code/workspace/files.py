@@ -296,8 +296,16 @@ def list_candidates(
 ) -> Iterator[tuple[Path, str]]:
     """(real path, language) of every source file under `root` that passes the name and path checks."""
     listing = git_files(root, limits, skips, cancel)
-    if listing is None:
-        listing = walk_files(root, limits, skips, cancel)
+    listed = 0
+    if listing is not None:
+        for real, language in _checked(root, listing, skips):
+            listed += 1
+            yield real, language
+    if listing is None or listed == 0:  # not a work tree, or a folder git ignores (e.g. inside ~/.pyenv)
+        yield from _checked(root, walk_files(root, limits, skips, cancel), skips)
+
+
+def _checked(root: Path, listing: Iterator[str], skips: Skips) -> Iterator[tuple[Path, str]]:
     for rel in listing:
         reason = path_reason(rel)
         if reason:

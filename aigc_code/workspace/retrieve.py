@@ -75,6 +75,8 @@ class BlockSegment:
         self.blk_fid, self.blk_no, self.blk_len = blk_fid, blk_no, blk_len
         order = np.argsort(post_tok, kind="stable")
         self.post_tok, self.post_blk = post_tok[order], post_blk[order].astype(np.int32)
+        avg_len = max(1.0, float(blk_len.mean())) if len(blk_len) else 1.0
+        self.norm = ((K1 + 1) / (1 + K1 * (1 - B + B * blk_len / avg_len))).astype(np.float32)
 
     @classmethod
     def from_files(cls, files: list[FileBlocks]) -> BlockSegment:
@@ -119,7 +121,7 @@ class BlockSegment:
         return len(self.blk_fid)
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.blk_fid, self.blk_no, self.blk_len, self.post_tok, self.post_blk))
+        return sum(a.nbytes for a in (self.blk_fid, self.blk_no, self.blk_len, self.post_tok, self.post_blk, self.norm))
 
     def ranges(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.searchsorted(self.post_tok, query, "left"), np.searchsorted(self.post_tok, query, "right")
@@ -143,24 +145,21 @@ def search(
     common = df > max(20, COMMON_FRACTION * total_blocks)
     idf = np.log1p((total_blocks - df + 0.5) / (df + 0.5))
     idf[common | (df == 0)] = 0.0
-    avg_len = max(1.0, sum(float(s.blk_len.sum()) for s in segments) / total_blocks)
     hits: list[Hit] = []
     for seg, (lo, hi) in zip(segments, spans, strict=True):
-        hits.extend(_search_segment(seg, lo, hi, idf, allowed, limit, avg_len))
+        hits.extend(_search_segment(seg, lo, hi, idf, allowed, limit))
     hits.sort(key=lambda h: h.score, reverse=True)
     return hits[:limit]
 
 
-def _search_segment(seg, lo, hi, idf, allowed, limit, avg_len) -> list[Hit]:
+def _search_segment(seg, lo, hi, idf, allowed, limit) -> list[Hit]:
     counts = hi - lo
     use = (counts > 0) & (idf > 0)
     if not use.any() or len(seg) == 0:
         return []
     idx = np.concatenate([seg.post_blk[a:b] for a, b in zip(lo[use], hi[use], strict=True)])
     weights = np.repeat(idf[use], counts[use])
-    raw = np.bincount(idx, weights=weights, minlength=len(seg))
-    norm = (K1 + 1) / (1 + K1 * (1 - B + B * seg.blk_len / avg_len))
-    block_score = raw * norm
+    block_score = np.bincount(idx, weights=weights, minlength=len(seg)) * seg.norm
     window = block_score.copy()
     same_file = seg.blk_fid[1:] == seg.blk_fid[:-1]
     window[:-1] += np.where(same_file, block_score[1:], 0.0)
