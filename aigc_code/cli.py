@@ -28,10 +28,7 @@ app = typer.Typer(
 pretrain_app = typer.Typer(help="Build the corpus, train and export the embedded default model.", no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Local Hugging Face checkpoint directory "
-                     "(default: $AIGC_CODE_MODEL, else the embedded default model).")]
-AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="peft LoRA adapter directory to apply on top.")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto (default: CUDA if present), cpu, cuda, cuda:1.")]
+from aigc_code.options import AdapterOpt, DeviceOpt, ModelOpt, QuantizeOpt, ThreadsOpt, check_quantize  # noqa: E402
 
 
 def _fail(message: str, code: int = 1):
@@ -47,6 +44,8 @@ def complete(
     model: ModelOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    quantize: QuantizeOpt = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Most tokens to generate.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy (deterministic).")] = 0.0,
     n: Annotated[int, typer.Option("--n", min=1, max=16, help="Candidates to sample and rank.")] = 1,
@@ -58,7 +57,8 @@ def complete(
     from aigc_code.complete import complete_file
     from aigc_code.settings import Settings
 
-    settings = Settings(model=model, adapter=adapter, device=device, max_new_tokens=max_new_tokens,
+    settings = Settings(model=model, adapter=adapter, device=device, threads=threads,
+                        quantize=check_quantize(quantize), max_new_tokens=max_new_tokens,
                         temperature=temperature, n=n, seed=0 if temperature > 0 else None,
                         workspace_index=workspace)
     try:
@@ -144,6 +144,29 @@ def pretrain_export(
     except AigcCodeError as exc:
         _fail(str(exc))
     typer.echo(f"exported to {out}" + (f" and {gguf}" if gguf is not None else ""))
+
+
+@pretrain_app.command("evaluate")
+def pretrain_evaluate(
+    model: Annotated[list[Path], typer.Option("--model", "-m", help="Exported model directory; repeat to compare "
+                                              "(the first is the baseline).")],
+    corpus: Annotated[Path, typer.Option(help="Corpus directory (its validation split is used).")] = Path("runs/corpus"),
+    windows: Annotated[int, typer.Option(min=1, help="Validation windows per language.")] = 32,
+    lines: Annotated[int, typer.Option(min=0, help="Held-out next-line completions per language.")] = 40,
+    seed: Annotated[int, typer.Option(help="Seed for windows and lines.")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the JSON report here.")] = None,
+):
+    """Validation loss and next-line exact match / edit similarity per language, models side by side."""
+    from aigc_code.pretrain.evaluate import compare, markdown, write
+
+    try:
+        report = compare(model, corpus, windows, lines, seed)
+    except AigcCodeError as exc:
+        _fail(str(exc))
+    write(report, out)
+    typer.echo(markdown(report))
+    if "last_beats_first_everywhere" in report:
+        typer.echo(f"lower validation loss in every language: {report['last_beats_first_everywhere']}")
 
 
 # Commands whose code lives with their feature (server/, eval/, finetune/, bench/).

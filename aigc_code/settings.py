@@ -87,6 +87,32 @@ class Settings:
     request_timeout_s: float = _f(
         30.0, "Seconds before a remote request is abandoned.", "float", lo=0.1, hi=3600.0, backend=True
     )
+    max_context: int | None = _f(
+        None,
+        "openai backend: prompt + generation tokens the served model takes, when the "
+        "server cannot be asked (llama.cpp /props, vLLM /v1/models).",
+        "int",
+        lo=16,
+        hi=1_048_576,
+        backend=True,
+    )
+    threads: int | None = _f(
+        None,
+        "CPU threads for the local engine (default: torch's, all cores; or $AIGC_CODE_THREADS).",
+        "int",
+        lo=1,
+        hi=1024,
+        scope="machine-overridable",
+        backend=True,
+    )
+    quantize: str | None = _f(
+        None,
+        "Local engine on CPU: int8 (dynamic quantization of the linear layers).",
+        "str",
+        choices=("int8",),
+        scope="machine-overridable",
+        backend=True,
+    )
     max_new_tokens: int = _f(
         64, "Most tokens generated for a multi-line suggestion (one line: at most 48).", "int", lo=1, hi=4096
     )

@@ -29,7 +29,9 @@ def backend_from_settings(settings: Settings) -> Backend:
         fim_format=settings.fim_format,
         api_key=settings.api_key,
         timeout_s=settings.request_timeout_s,
-        max_context=getattr(settings, "max_context", None),
+        max_context=settings.max_context,
+        threads=settings.threads,
+        quantize=settings.quantize,
     )
 
 

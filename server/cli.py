@@ -15,6 +15,18 @@ from typing import Annotated, Optional
 
 import typer
 
+from aigc_code.options import (
+    AdapterOpt,
+    BackendOpt,
+    DeviceOpt,
+    EndpointOpt,
+    FimFormatOpt,
+    ModelOpt,
+    QuantizeOpt,
+    ThreadsOpt,
+    check_quantize,
+)
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 app = typer.Typer(help="The aigc-code language server.", no_args_is_help=True, add_completion=False,
@@ -101,6 +113,8 @@ def serve(
     endpoint: str | None = None,
     device: str | None = None,
     fim_format: str = "starcoder",
+    threads: int | None = None,
+    quantize: str | None = None,
     tcp: bool = False,
     host: str = "127.0.0.1",
     port: int = 2087,
@@ -118,7 +132,8 @@ def serve(
     if backend not in ("local", "openai"):
         print(f"error: unknown backend {backend!r}: use local or openai", file=sys.stderr)
         return 2
-    settings = Settings(model=model, adapter=adapter, backend=backend, endpoint=endpoint, device=device, fim_format=fim_format)
+    settings = Settings(model=model, adapter=adapter, backend=backend, endpoint=endpoint, device=device,
+                        fim_format=fim_format, threads=threads, quantize=quantize)
     if check:
         ok, line = check_backend(settings)
         print(("ok: " if ok else "error: ") + line)
@@ -162,15 +177,15 @@ def serve(
 
 @app.command("serve")
 def serve_command(
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Local Hugging Face checkpoint directory (local backend; "
-                                                 "default: $AIGC_CODE_MODEL, else the embedded model), or the served model name (openai).")] = None,
-    adapter: Annotated[Optional[str], typer.Option("--adapter", help="peft LoRA adapter directory to apply on top.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="local (in-process engine) or openai (an OpenAI-compatible /v1/completions server).")] = "local",
-    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:1 (local backend).")] = None,
-    fim_format: Annotated[str, typer.Option("--fim-format", help="openai backend: FIM token family (starcoder, qwen, deepseek, codellama, codegemma), "
-                                            "'suffix' (prompt+suffix fields) or a template with {prefix} and {suffix}.")] = "starcoder",
-    tcp: Annotated[bool, typer.Option("--tcp", help="Listen on TCP instead of stdio.")] = False,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    backend: BackendOpt = "local",
+    endpoint: EndpointOpt = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    quantize: QuantizeOpt = None,
+    fim_format: FimFormatOpt = "starcoder",
+    tcp: Annotated[bool, typer.Option("--tcp", help="Listen on TCP instead of stdio (one session per client).")] = False,
     host: Annotated[str, typer.Option("--host", help="TCP address to bind (non-loopback needs --allow-remote).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 2087,
     allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow binding a non-loopback address.")] = False,
@@ -182,6 +197,7 @@ def serve_command(
 ):
     """Run the LSP server (stdio by default): inline completion, completion fallback, incremental sync."""
     code = serve(model=model, adapter=adapter, backend=backend, endpoint=endpoint, device=device, fim_format=fim_format,
+                 threads=threads, quantize=check_quantize(quantize),
                  tcp=tcp, host=host, port=port, allow_remote=allow_remote, token=token, log_file=log_file,
                  log_level=log_level, check=check)
     logging.shutdown()
