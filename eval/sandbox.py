@@ -109,6 +109,7 @@ class StepResult:
 
 # ----------------------------------------------------------------------------- worker setup
 
+
 def _check(ret: int, what: str) -> None:
     if ret != 0:
         e = ctypes.get_errno()
@@ -173,8 +174,10 @@ def _private_mounts(iso: Isolation) -> None:
     _check(_libc.mount(b"none", b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None), "make / private")
     for d in PRIVATE_DIRS:
         if os.path.isdir(d) and not os.path.islink(d):
-            _check(_libc.mount(b"tmpfs", d.encode(), b"tmpfs", ctypes.c_ulong(MS_NOSUID | MS_NODEV),
-                               b"size=2g,mode=1777"), f"tmpfs on {d}")
+            _check(
+                _libc.mount(b"tmpfs", d.encode(), b"tmpfs", ctypes.c_ulong(MS_NOSUID | MS_NODEV), b"size=2g,mode=1777"),
+                f"tmpfs on {d}",
+            )
     iso.private_tmp = True
 
 
@@ -204,8 +207,9 @@ def isolate_worker(cache_dir: str, uid_base: int = DEFAULT_UID_BASE, namespaces:
             iso.notes.append("unprivileged user namespaces unavailable")
     iso.network_isolated = netns
     if not netns:
-        iso.notes.append("no network namespace (needs root with CAP_SYS_ADMIN or user namespaces): "
-                         "programs can reach the network")
+        iso.notes.append(
+            "no network namespace (needs root with CAP_SYS_ADMIN or user namespaces): programs can reach the network"
+        )
     if mntns:
         try:
             _private_mounts(iso)
@@ -225,6 +229,7 @@ def isolate_worker(cache_dir: str, uid_base: int = DEFAULT_UID_BASE, namespaces:
 
 # ----------------------------------------------------------------------------- scratch dirs
 
+
 def make_scratch(iso: Isolation, files: dict[str, str | bytes]) -> str:
     import tempfile
 
@@ -242,7 +247,7 @@ def make_scratch(iso: Isolation, files: dict[str, str | bytes]) -> str:
 def chown_tree(iso: Isolation, d: str) -> None:
     if iso.mode != "uid":
         return
-    for root, dirs, files in os.walk(d):
+    for root, _dirs, files in os.walk(d):
         os.chown(root, iso.uid, iso.gid)
         for name in files:
             os.chown(os.path.join(root, name), iso.uid, iso.gid, follow_symlinks=False)
@@ -261,6 +266,7 @@ def remove_scratch(d: str) -> None:
 
 
 # ----------------------------------------------------------------------------- one step
+
 
 def _user_tasks(uid: int) -> int:
     n = 0
@@ -296,8 +302,9 @@ def _drop_capabilities() -> None:
     _check(_libc.capset(ctypes.byref(hdr), data), "capset")
 
 
-def _child_setup(iso: Isolation, cwd: str, limits: Limits, as_invoker: bool, out_w: int, err_w: int,
-                 nproc_extra: int) -> None:
+def _child_setup(
+    iso: Isolation, cwd: str, limits: Limits, as_invoker: bool, out_w: int, err_w: int, nproc_extra: int
+) -> None:
     """Runs in the forked child, before exec / before the Python program. Raises on failure."""
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -413,6 +420,160 @@ def _sweep(deadline_s: float = 2.0) -> int:
     return killed
 
 
+def _nproc_extra(iso: Isolation, limits: Limits, as_invoker: bool) -> int:
+    """Tasks that count against RLIMIT_NPROC besides the program's own."""
+    if limits.nproc is None or as_invoker:
+        return 0
+    if iso.mode == "userns":
+        return 1  # the worker itself counts in its user namespace
+    if iso.mode == "none" and os.getuid() != 0:
+        return _user_tasks(os.getuid())  # RLIMIT_NPROC counts all the user's tasks
+    return 0
+
+
+def _write_program(iso: Isolation, cwd: str, python: str) -> str:
+    py_path = os.path.join(cwd, "prog.py")
+    if not os.path.exists(py_path):
+        with open(py_path, "w") as f:
+            f.write(python)
+        chown_tree(iso, cwd)
+    return py_path
+
+
+def _child(
+    iso: Isolation,
+    cwd: str,
+    limits: Limits,
+    as_invoker: bool,
+    pipes: tuple[int, int],
+    nproc_extra: int,
+    argv: list[str] | None,
+    python: str | None,
+    py_path: str | None,
+    env: dict[str, str],
+) -> None:
+    """The forked child: sandbox itself, then exec the program. Never returns."""
+    rc = 126
+    try:
+        _child_setup(iso, cwd, limits, as_invoker, pipes[0], pipes[1], nproc_extra)
+        if argv is not None:
+            try:
+                os.execve(argv[0], argv, env)
+            except OSError as e:
+                os.write(2, f"sandbox: cannot execute {argv[0]}: {e}\n".encode())
+                rc = 127
+        else:
+            rc = _exec_python(python, py_path, env)
+    except BaseException as e:  # noqa: BLE001
+        try:
+            os.write(2, f"sandbox: setup failed: {e!r}\n".encode())
+        except OSError:
+            pass
+    os._exit(rc)
+
+
+class _Capture:
+    """Reads a child's stdout/stderr until it exits (plus a short drain), times out, or prints too much."""
+
+    def __init__(self, pid: int, out_r: int, err_r: int, max_output: int, kill_output: int):
+        self.pid, self.out_r, self.err_r = pid, out_r, err_r
+        self.max_output, self.kill_output = max_output, kill_output
+        self.bufs = {out_r: bytearray(), err_r: bytearray()}
+        self.total = 0
+        self.status = None
+        self.timed_out = self.output_limited = False
+        self.poller = select.poll()
+        for fd in self.bufs:
+            os.set_blocking(fd, False)
+            self.poller.register(fd, select.POLLIN)
+        try:
+            self.pidfd = os.pidfd_open(pid)  # readable when the child exits: no polling loop
+            self.poller.register(self.pidfd, select.POLLIN)
+        except (AttributeError, OSError):
+            self.pidfd = None
+        self.open_fds = set(self.bufs)
+        self.exit_grace = 0.0  # after the child exits, wait briefly for the pipes to drain
+
+    def run(self, deadline: float) -> None:
+        while True:
+            now = time.monotonic()
+            if self.status is None and now >= deadline:
+                self.timed_out = True
+                return
+            if self.status is not None and (not self.open_fds or now >= self.exit_grace):
+                return
+            wait = (deadline if self.status is None else self.exit_grace) - now
+            if self.pidfd is None and self.status is None:
+                wait = min(wait, 0.005)
+            for fd, _ in self.poller.poll(max(wait, 0) * 1000):
+                if fd != self.pidfd:
+                    self._read(fd)
+            if self.total > self.kill_output:
+                self.output_limited = True
+                return
+            self._reap()
+
+    def _read(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.poller.unregister(fd)
+            self.open_fds.discard(fd)
+            return
+        self.total += len(chunk)
+        room = self.max_output - len(self.bufs[fd])
+        if room > 0:
+            self.bufs[fd] += chunk[:room]
+
+    def _reap(self) -> None:
+        if self.status is not None:
+            return
+        p, st = os.waitpid(self.pid, os.WNOHANG)
+        if p:
+            self.status = st
+            self.exit_grace = time.monotonic() + 0.2
+            if self.pidfd is not None:
+                self.poller.unregister(self.pidfd)
+
+    def text(self, fd: int) -> str:
+        b = self.bufs[fd]
+        s = b.decode("utf-8", errors="replace")
+        return s + "\n...[truncated]" if len(b) >= self.max_output else s
+
+    def close(self) -> None:
+        for fd in (*self.bufs, *([self.pidfd] if self.pidfd is not None else [])):
+            os.close(fd)
+
+
+def _cleanup(iso: Isolation, cap: _Capture, as_invoker: bool) -> None:
+    """Kill the group, any orphan (we are their subreaper), and if anything was left behind, every
+    process of the sandbox uid; reap the child if it has not been."""
+    try:
+        os.killpg(cap.pid, signal.SIGKILL)
+        group_alive = True
+    except (ProcessLookupError, PermissionError):
+        group_alive = False
+    if cap.status is None:
+        try:
+            _, cap.status = os.waitpid(cap.pid, 0)
+        except ChildProcessError:
+            cap.status = None
+    leftovers = _sweep()
+    if iso.mode == "uid" and not as_invoker and (cap.timed_out or cap.output_limited or group_alive or leftovers):
+        kill_uid(iso.uid, iso.gid)
+        _sweep()
+
+
+def _exit_of(status: int | None) -> tuple[int | None, int | None]:
+    """(returncode, signal) of a wait status."""
+    if status is None:
+        return None, None
+    code = os.waitstatus_to_exitcode(status)
+    return (code, None) if code >= 0 else (None, -code)
+
+
 def run(
     iso: Isolation,
     cwd: str,
@@ -428,132 +589,32 @@ def run(
 ) -> StepResult:
     """Run one step: exec ``argv`` (argv[0] an absolute path) or exec ``python`` source."""
     assert (argv is None) != (python is None)
-    nproc_extra = 0
-    if limits.nproc is not None and not as_invoker:
-        if iso.mode == "userns":
-            nproc_extra = 1  # the worker itself counts in its user namespace
-        elif iso.mode == "none" and os.getuid() != 0:
-            nproc_extra = _user_tasks(os.getuid())  # RLIMIT_NPROC counts all the user's tasks
-    py_path = None
-    if python is not None:
-        py_path = os.path.join(cwd, "prog.py")
-        if not os.path.exists(py_path):
-            with open(py_path, "w") as f:
-                f.write(python)
-            chown_tree(iso, cwd)
+    nproc_extra = _nproc_extra(iso, limits, as_invoker)
+    py_path = _write_program(iso, cwd, python) if python is not None else None
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
     start = time.monotonic()
     pid = os.fork()
-    if pid == 0:  # ---- child: never returns
-        rc = 126
-        try:
-            _child_setup(iso, cwd, limits, as_invoker, out_w, err_w, nproc_extra)
-            if argv is not None:
-                try:
-                    os.execve(argv[0], argv, env)
-                except OSError as e:
-                    os.write(2, f"sandbox: cannot execute {argv[0]}: {e}\n".encode())
-                    rc = 127
-            else:
-                rc = _exec_python(python, py_path, env)
-        except BaseException as e:  # noqa: BLE001
-            try:
-                os.write(2, f"sandbox: setup failed: {e!r}\n".encode())
-            except OSError:
-                pass
-        os._exit(rc)
-    # ---- parent
+    if pid == 0:
+        _child(iso, cwd, limits, as_invoker, (out_w, err_w), nproc_extra, argv, python, py_path, env)
     os.close(out_w)
     os.close(err_w)
-    bufs = {out_r: bytearray(), err_r: bytearray()}
-    total = 0
-    timed_out = output_limited = False
-    status = None
-    poller = select.poll()
-    for fd in bufs:
-        os.set_blocking(fd, False)
-        poller.register(fd, select.POLLIN)
-    try:
-        pidfd = os.pidfd_open(pid)  # readable when the child exits: no polling loop
-        poller.register(pidfd, select.POLLIN)
-    except (AttributeError, OSError):
-        pidfd = None
-    open_fds = set(bufs)
-    deadline = start + timeout_s
-    exit_grace = 0.0  # after the child exits, wait briefly for the pipes to drain
-    while True:
-        now = time.monotonic()
-        if status is None and now >= deadline:
-            timed_out = True
-            break
-        if status is not None and (not open_fds or now >= exit_grace):
-            break
-        wait = (deadline if status is None else exit_grace) - now
-        if pidfd is None and status is None:
-            wait = min(wait, 0.005)
-        for fd, _ in poller.poll(max(wait, 0) * 1000):
-            if fd == pidfd:
-                continue
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                poller.unregister(fd)
-                open_fds.discard(fd)
-                continue
-            total += len(chunk)
-            room = max_output - len(bufs[fd])
-            if room > 0:
-                bufs[fd] += chunk[:room]
-        if total > kill_output:
-            output_limited = True
-            break
-        if status is None:
-            p, st = os.waitpid(pid, os.WNOHANG)
-            if p:
-                status = st
-                exit_grace = time.monotonic() + 0.2
-                if pidfd is not None:
-                    poller.unregister(pidfd)
+    cap = _Capture(pid, out_r, err_r, max_output, kill_output)
+    cap.run(start + timeout_s)
     duration = time.monotonic() - start
-    # ---- cleanup: the group, any orphan (we are their subreaper), and if anything was left
-    # behind, every process of the sandbox uid
-    try:
-        os.killpg(pid, signal.SIGKILL)
-        group_alive = True
-    except (ProcessLookupError, PermissionError):
-        group_alive = False
-    if status is None:
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            status = None
-    leftovers = _sweep()
-    if iso.mode == "uid" and not as_invoker and (timed_out or output_limited or group_alive or leftovers):
-        kill_uid(iso.uid, iso.gid)
-        _sweep()
-    for fd in (*bufs, *([pidfd] if pidfd is not None else [])):
-        os.close(fd)
-    rc = sig = None
-    if status is not None:
-        code = os.waitstatus_to_exitcode(status)
-        rc, sig = (code, None) if code >= 0 else (None, -code)
-
-    def text(b: bytearray) -> str:
-        s = b.decode("utf-8", errors="replace")
-        return s + "\n...[truncated]" if len(b) >= max_output else s
-
+    _cleanup(iso, cap, as_invoker)
+    stdout, stderr = cap.text(out_r), cap.text(err_r)
+    cap.close()
+    rc, sig = _exit_of(cap.status)
     return StepResult(
         returncode=rc,
         signal=sig,
-        timed_out=timed_out,
-        output_limited=output_limited,
-        stdout=text(bufs[out_r]),
-        stderr=text(bufs[err_r]),
+        timed_out=cap.timed_out,
+        output_limited=cap.output_limited,
+        stdout=stdout,
+        stderr=stderr,
         duration_s=round(duration, 4),
     )
 
