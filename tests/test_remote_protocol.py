@@ -270,7 +270,7 @@ def test_status_and_errors_follow_the_endpoint_over_lsp():
             return await client.protocol.send_request_async("aigcCode/status", None)
 
         for _ in range(50):  # the backend loads in the worker
-            if (await status()).backend != "loading":
+            if (await status()).backend not in ("loading", "not loaded"):
                 break
             await asyncio.sleep(0.1)
         down = await status()
