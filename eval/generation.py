@@ -31,37 +31,47 @@ def stop_sequences(problem: Problem) -> list[str]:
     return base + [s for s in problem.stop if s not in base]
 
 
+def _skip_quoted(text: str, i: int, quote: str) -> int:
+    """Index after the string starting at ``i`` (a backtick string may span lines and has no escapes)."""
+    j, n = i + 1, len(text)
+    while j < n and text[j] != quote:
+        if text[j] == "\\" and quote != "`":
+            j += 1
+        elif text[j] == "\n" and quote != "`":
+            break
+        j += 1
+    return j + 1
+
+
+def _skip_literal(text: str, i: int, language: str) -> int | None:
+    """Index after the comment, string or character literal starting at ``i``; None if none starts there."""
+    c = text[i]
+    if text.startswith("//", i):
+        j = text.find("\n", i)
+        return len(text) if j < 0 else j
+    if text.startswith("/*", i):
+        j = text.find("*/", i + 2)
+        return len(text) if j < 0 else j + 2
+    if c == '"' or c == "`" or (c == "'" and language != "rust"):
+        return _skip_quoted(text, i, c)
+    if c == "'" and language == "rust":  # a char literal, or a lifetime ('a) which we skip over
+        m = re.match(r"'(\\.[^']*|[^'\\])'", text[i:])
+        return i + (m.end() if m else 1)
+    return None
+
+
 def _brace_depth_scan(text: str, language: str, depth: int, stop_at_zero: bool = True) -> tuple[int, int | None]:
     """Scan ``text`` starting at brace ``depth``; return (final depth, index just after the brace
     that brings depth to 0, or None). Skips comments, strings and character literals."""
     i, n = 0, len(text)
     while i < n:
-        c = text[i]
-        if text.startswith("//", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j
+        skip = _skip_literal(text, i, language)
+        if skip is not None:
+            i = skip
             continue
-        if text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            i = n if j < 0 else j + 2
-            continue
-        if c == '"' or c == "`" or (c == "'" and language != "rust"):
-            j = i + 1
-            while j < n and text[j] != c:
-                if text[j] == "\\" and c != "`":
-                    j += 1
-                elif text[j] == "\n" and c != "`":
-                    break
-                j += 1
-            i = j + 1
-            continue
-        if c == "'" and language == "rust":  # a char literal, or a lifetime ('a) which we skip over
-            m = re.match(r"'(\\.[^']*|[^'\\])'", text[i:])
-            i += m.end() if m else 1
-            continue
-        if c == "{":
+        if text[i] == "{":
             depth += 1
-        elif c == "}":
+        elif text[i] == "}":
             depth -= 1
             if depth == 0 and stop_at_zero:
                 return 0, i + 1
