@@ -121,6 +121,10 @@ def test_git_repository_uses_ls_files_and_writes_nothing(tmp_path):
     assert index.contains(root / "tracked.py") and index.contains(root / "untracked.py")
     assert not index.contains(root / "ignored_dir/x.py")
     assert report["files"] == 2
+    # a workspace folder that its enclosing repository ignores is walked instead (e.g. ~/.pyenv/versions)
+    index, report = built(root / "ignored_dir")
+    assert report["files"] == 1 and index.contains(root / "ignored_dir/x.py")
+    assert tree_state(root) == before
 
 
 def test_symlinks_outside_loops_and_fifos_are_skipped(tmp_path):
@@ -148,11 +152,13 @@ def test_symlinks_outside_loops_and_fifos_are_skipped(tmp_path):
 def test_caps_on_files_bytes_and_scanned_entries(tmp_path):
     root = tmp_path / "ws"
     for i in range(30):
-        write(root, f"m{i:02d}.py", f"value_{i} = {i}\n" * 20)
+        write(root, f"m{i:02d}.py", f"value_{i:02d} = {i:02d}\n" * 20)
     index, report = built(root, IndexLimits(max_files=5))
     assert report["files"] == 5 and report["skipped"]["file-count-cap"] >= 1
-    index, report = built(root, IndexLimits(max_total_bytes=1000))
-    assert report["bytes"] <= 1000 and report["skipped"]["total-bytes-cap"] >= 20
+    size = len("value_00 = 00\n" * 20)
+    index, report = built(root, IndexLimits(max_total_bytes=size * 12 + 5))
+    assert report["files"] == 12 and report["bytes"] == size * 12
+    assert report["skipped"]["total-bytes-cap"] == 1  # stops at the byte budget, without reading the rest
     index, report = built(root, IndexLimits(max_scanned=10))
     assert report["files"] <= 10 and report["skipped"]["scan-limit"] == 1
 
@@ -270,6 +276,15 @@ def test_update_remove_and_many_updates_stay_correct(tmp_path):
         index.update(root / "open.py", f"marker_line = 1\nversion_{i}()\n")
     assert [c.text for c in index.copy_candidates(me, "marker_line = 1\n", "\n")] == ["version_199()"]
     assert index.stats()["segments"] <= 8
+    # an open buffer indexed before (or while) the build reads the disk keeps the buffer's text
+    index.update(root / "a.py", "marker_line = 1\nfrom_the_buffer()\n")
+    index.build()
+    assert {c.text for c in index.copy_candidates(me, "marker_line = 1\n", "\n")} == {
+        "from_the_buffer()",
+        "version_199()",
+    }
+    index.update(root / "a.py")  # saved: read from disk again
+    assert [c.text for c in index.copy_candidates(me, "marker_line = 1\n", "\n")] == ["version_199()"]
     index.update(root / "notes.txt", "marker_line = 1\n")  # not a source language: ignored
     index.update(root / "open.py", "var a=1;" * 300)  # minified buffer: dropped
     assert not index.contains(root / "open.py")

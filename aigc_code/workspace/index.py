@@ -34,6 +34,7 @@ log = logging.getLogger("aigc_code.workspace")
 FLUSH_LINES = 200_000  # a build batch becomes a segment after this many lines (segments are not merged)
 MAX_SMALL_SEGMENTS = 6
 DEAD_CHECK_EVERY = 64
+MIN_BUDGET_BYTES = 16_384  # the build stops when less than this (or 1% of it) is left of max_total_bytes
 
 
 @dataclass(eq=False)
@@ -159,18 +160,13 @@ class WorkspaceIndex:
             reason = self._cap_reason(started)
             if reason:
                 skips.add(reason, real)
-                if reason != "total-bytes-cap":
-                    return False
-                continue
+                return False
             key = str(real)
             if key in self._by_path:
                 continue
-            text, why = read_text(real, self.limits.max_file_bytes)
+            text, why = self._read(real)
             if text is None:
-                skips.add(why.split(":")[0], real)
-                continue
-            if self._bytes + len(text) > self.limits.max_total_bytes:
-                skips.add("total-bytes-cap", real)
+                skips.add(why, real)
                 continue
             doc = self._new_document(key, language, text)
             pending.append(doc)
@@ -181,11 +177,29 @@ class WorkspaceIndex:
         return cancel is not None and cancel.is_set()
 
     def _cap_reason(self, started: float) -> str:
+        """Why the build stops here ("" to go on)."""
         if len(self._by_path) + 1 > self.limits.max_files:
             return "file-count-cap"
+        if self.limits.max_total_bytes - self._bytes < min(MIN_BUDGET_BYTES, self.limits.max_total_bytes // 100):
+            return "total-bytes-cap"
         if time.monotonic() - started > self.limits.max_seconds:
             return "time-cap"
         return ""
+
+    def _read(self, real: Path) -> tuple[str | None, str]:
+        """(text, "") or (None, reason) for one discovered file; files over the remaining budget are not read."""
+        try:
+            size = real.stat().st_size
+        except OSError:
+            return None, "vanished"
+        if size <= self.limits.max_file_bytes and self._bytes + size > self.limits.max_total_bytes:
+            return None, "total-bytes-cap"
+        text, why = read_text(real, self.limits.max_file_bytes)
+        if text is None:
+            return None, why.split(":")[0]
+        if self._bytes + len(text) > self.limits.max_total_bytes:
+            return None, "total-bytes-cap"
+        return text, ""
 
     def _new_document(self, key: str, language: str, text: str) -> Document:
         with self._lock:
