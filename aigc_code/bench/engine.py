@@ -217,6 +217,25 @@ def gguf_for(model_dir: Path, dtype: str) -> Path:
     return out
 
 
+PROBE = """
+import sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, verbose=False)
+print(len(llm.eval([1, 2, 3]) or []))
+"""
+
+
+def probe_gguf(gguf: Path) -> None:
+    """Load and run the GGUF once in a child process: llama.cpp crashes on some tiny shapes, the bench must not."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(gguf)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise RuntimeError(f"llama.cpp cannot run {gguf.name} (exit {proc.returncode}: {tail[:120]})")
+
+
 def _llama_cpp_missing() -> str | None:
     try:
         import llama_cpp  # noqa: F401
@@ -248,6 +267,7 @@ def bench_model(name: str, path: Path, dtype: str, opts: dict) -> list[Row]:
     else:
         try:
             gguf = gguf_for(path, dtype)
+            probe_gguf(gguf)
             runners["llama.cpp"] = llama_cpp_runner(gguf, ids, n, opts["threads"], len(ids) + n + 16)
         except Exception as exc:  # a converter failure is a row, not a crashed benchmark
             skipped["llama.cpp"] = f"skipped: {str(exc).splitlines()[0][:200]}"
