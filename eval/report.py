@@ -98,15 +98,17 @@ def _failures(pairs: list, known_defects: dict) -> list[dict]:
     return out
 
 
-_ERROR_LINE = re.compile(r"error|assert|panic|exception|fail|expected|undefined|cannot|not found", re.I)
+_ERROR_LINE = re.compile(r"error|assert|panic|exception|expected|undefined|cannot|not found|timed out|killed", re.I)
+_NOISE = ("at ", "Node.js v", "FAIL", "#", "...", "note:", "= note", "-->", "|")
 
 
 def excerpt(detail: str, most: int = 200) -> str:
     """The line of a program's output that best says why it failed: the last one that looks like an
-    error (node and the JVM end with version banners and stack frames), else the last line."""
-    lines = [x.strip() for x in detail.splitlines() if x.strip() and not x.strip().startswith(("at ", "Node.js v"))]
-    errors = [x for x in lines if _ERROR_LINE.search(x)]
-    return (errors[-1] if errors else lines[-1] if lines else "")[:most]
+    error (node, go and the JVM end with banners, FAIL lines and stack frames), else the last line."""
+    lines = [x.strip() for x in detail.splitlines() if x.strip()]
+    useful = [x for x in lines if not x.startswith(_NOISE)] or lines
+    errors = [x for x in useful if _ERROR_LINE.search(x)]
+    return (errors[-1] if errors else useful[-1] if useful else "")[:most]
 
 
 def _overall(by_lang: dict[str, list]) -> dict:
