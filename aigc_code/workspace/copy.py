@@ -33,14 +33,16 @@ class CopyCandidate:
     """`text` is inserted at the cursor (the rest of the current line, without any closing text that is
     already after the cursor); `line_text` is the whole rest of the source line; `source` is the path of
     the best occurrence ("" for the buffer itself); `match_chars` counts the whitespace-normalised
-    characters that matched around the cursor; `votes` how many occurrences proposed this text."""
+    characters that matched around the cursor (+ small bonuses when the indentation fits); `votes` how many
+    occurrences proposed this text."""
 
     text: str
     votes: int
     match_chars: int
     source: str
     line_text: str = ""
-    match_lines: int = 0
+    match_lines: int = 0  # whole non-blank lines that matched above and below the cursor
+    margin: int = 0  # match_chars minus the next candidate's (a tie, 0, is a coin toss: ~5% right)
 
 
 def line_hash(stripped: str) -> int:
@@ -351,4 +353,6 @@ def rank(found: list[Occurrences], ctx: CursorContext, line_text: LineText, max_
         if score > entry.match_chars:
             entry.match_chars, entry.source = score, source
     ranked = sorted(best.values(), key=lambda c: (c.match_chars, c.votes), reverse=True)
+    for first, second in zip(ranked, ranked[1:] + [None], strict=False):
+        first.margin = first.match_chars - (second.match_chars if second else 0)
     return ranked[:max_candidates]
