@@ -225,19 +225,27 @@ def _deepseek_v3(tok):
                             max_position_embeddings=4096, **_ids(tok))
 
 
-# name -> (tokenizer factory, config factory, how it is stored on disk)
+# name -> (tokenizer kind, config factory, how it is stored on disk)
+TOKENIZERS = {"qwen": lambda: qwen_tokenizer("qwen3"), "starcoder": lambda: qwen_tokenizer("starcoder"),
+              "llama3": llama3_tokenizer, "deepseek": deepseek_tokenizer, "none": lambda: qwen_tokenizer("none")}
 CHECKPOINTS = {
-    "qwen2.5-coder": (lambda: qwen_tokenizer("qwen3"), _qwen25, {"dtype": "bfloat16"}),
-    "qwen2-sliding-yarn": (lambda: qwen_tokenizer("qwen3"), _qwen2_sliding, {"max_shard_size": "4MB"}),
-    "qwen2-bin": (lambda: qwen_tokenizer("qwen3"), _qwen25, {"bin": True}),
-    "qwen3-moe": (lambda: qwen_tokenizer("qwen3"), _qwen3_moe, {}),
-    "starcoder2": (lambda: qwen_tokenizer("starcoder"), _starcoder2, {}),
-    "gpt-bigcode": (lambda: qwen_tokenizer("starcoder"), _gpt_bigcode, {}),
-    "llama3": (llama3_tokenizer, _llama, {}),
-    "deepseek-coder": (deepseek_tokenizer, _llama, {}),
-    "deepseek-v3": (deepseek_tokenizer, _deepseek_v3, {}),
-    "no-fim": (lambda: qwen_tokenizer("none"), _llama, {}),
+    "qwen2.5-coder": ("qwen", _qwen25, {"dtype": "bfloat16"}),
+    "qwen2-sliding-yarn": ("qwen", _qwen2_sliding, {"max_shard_size": "4MB"}),
+    "qwen2-bin": ("qwen", _qwen25, {"bin": True}),
+    "qwen3-moe": ("qwen", _qwen3_moe, {}),
+    "starcoder2": ("starcoder", _starcoder2, {}),
+    "gpt-bigcode": ("starcoder", _gpt_bigcode, {}),
+    "llama3": ("llama3", _llama, {}),
+    "deepseek-coder": ("deepseek", _llama, {}),
+    "deepseek-v3": ("deepseek", _deepseek_v3, {}),
+    "no-fim": ("none", _llama, {}),
 }
+
+
+@cache
+def tokenizer_for(kind: str):
+    """One tokenizer object per kind (building a 151k-token BPE takes seconds)."""
+    return TOKENIZERS[kind]()
 
 
 def build_checkpoint(name: str, root: str | Path, seed: int = 0) -> Path:
@@ -245,11 +253,11 @@ def build_checkpoint(name: str, root: str | Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    make_tokenizer, make_config, storage = CHECKPOINTS[name]
+    kind, make_config, storage = CHECKPOINTS[name]
     path = Path(root) / name
     if (path / "config.json").exists():
         return path
-    tokenizer = make_tokenizer()
+    tokenizer = tokenizer_for(kind)
     config = make_config(tokenizer)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
@@ -262,6 +270,9 @@ def build_checkpoint(name: str, root: str | Path, seed: int = 0) -> Path:
         model.generation_config.save_pretrained(path)
         torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, path / "pytorch_model.bin")
     else:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         model.save_pretrained(path, max_shard_size=storage.get("max_shard_size", "2GB"))
     (path / "built_by.json").write_text(json.dumps({"builder": "aigc_code.testing_checkpoints", "name": name}))
     return path

@@ -82,13 +82,8 @@ def _byte_level_table() -> dict[int, str]:
 
 
 def _is_byte_level(tokenizer) -> bool:
-    import json
-
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return False
-    decoder = json.loads(backend.to_str()).get("decoder") or {}
-    return decoder.get("type") == "ByteLevel"
+    return backend is not None and type(backend.decoder).__name__ == "ByteLevel"
 
 
 def token_strings(tokenizer, size: int) -> list[str]:
