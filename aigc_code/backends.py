@@ -45,8 +45,14 @@ class Backend(Protocol):
 class LocalBackend:
     kind = "local"
 
-    def __init__(self, model: str | None = None, adapter: str | None = None, device: str | None = None,
-                 threads: int | None = None, quantize: str | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        adapter: str | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        quantize: str | None = None,
+    ):
         from aigc_code.engine import load_engine
 
         if threads:
@@ -443,28 +449,42 @@ class OpenAIBackend:
 
     # -- token healing --------------------------------------------------------------------------
     def _last_token(self, tail: str) -> str:
-        """The text of the last token of `tail` by the server's tokenizer ("" if it cannot say)."""
-        flavour = self.server().flavour
-        if flavour == "llama-cpp-python":
-            ids = (self._get_json(self.root + "/extras/tokenize", "POST", {"input": tail}) or {}).get("tokens")
-            if ids:
-                return (self._get_json(self.root + "/extras/detokenize", "POST", {"tokens": ids[-1:]}) or {}).get(
-                    "text", ""
-                )
-        elif flavour == "llama-server":
-            toks = (self._get_json(self.root + "/tokenize", "POST", {"content": tail, "with_pieces": True}) or {}).get(
-                "tokens"
-            )
-            if toks and isinstance(toks[-1], dict):
-                return str(toks[-1].get("piece", ""))
-        elif flavour == "vllm":
-            body = {"model": self.model, "prompt": tail, "add_special_tokens": False}
-            ids = (self._get_json(self.root + "/tokenize", "POST", body) or {}).get("tokens")
-            if ids:
-                return (
-                    self._get_json(self.root + "/detokenize", "POST", {"model": self.model, "tokens": ids[-1:]}) or {}
-                ).get("prompt", "")
-        return heuristic_heal(tail)
+        """The text of the last token of `tail` by the server's tokenizer; without one (or when it
+        does not answer), the trailing whitespace (`heuristic_heal`)."""
+        ask = {
+            "llama-cpp-python": self._last_token_llama_cpp_python,
+            "llama-server": self._last_token_llama_server,
+            "vllm": self._last_token_vllm,
+            "tgi": self._last_token_tgi,
+        }.get(self.server().flavour)
+        piece = ask(tail) if ask is not None else None
+        return piece if isinstance(piece, str) else heuristic_heal(tail)
+
+    def _last_token_llama_cpp_python(self, tail: str) -> str | None:
+        ids = (self._get_json(self.root + "/extras/tokenize", "POST", {"input": tail}) or {}).get("tokens")
+        if not ids:
+            return None
+        return (self._get_json(self.root + "/extras/detokenize", "POST", {"tokens": ids[-1:]}) or {}).get("text")
+
+    def _last_token_llama_server(self, tail: str) -> str | None:
+        body = {"content": tail, "with_pieces": True}
+        toks = (self._get_json(self.root + "/tokenize", "POST", body) or {}).get("tokens")
+        return str(toks[-1].get("piece", "")) if toks and isinstance(toks[-1], dict) else None
+
+    def _last_token_vllm(self, tail: str) -> str | None:
+        body = {"model": self.model, "prompt": tail, "add_special_tokens": False}
+        ids = (self._get_json(self.root + "/tokenize", "POST", body) or {}).get("tokens")
+        if not ids:
+            return None
+        body = {"model": self.model, "tokens": ids[-1:]}
+        return (self._get_json(self.root + "/detokenize", "POST", body) or {}).get("prompt")
+
+    def _last_token_tgi(self, tail: str) -> str | None:
+        toks = self._get_json(self.root + "/tokenize", "POST", {"inputs": tail})
+        if not (isinstance(toks, list) and toks and isinstance(toks[-1], dict)):
+            return None
+        start = _int(toks[-1].get("start"))
+        return tail[start:] if start is not None and 0 <= start < len(tail) else None
 
     def heal_split(self, prefix: str) -> tuple[str, str]:
         """(prefix without its last token, that token's text): the model writes the token again,
@@ -627,7 +647,7 @@ class OpenAIBackend:
 
 def _int(value) -> int | None:
     try:
-        return int(value) if value else None
+        return None if value is None or value == "" or isinstance(value, bool) else int(value)
     except (TypeError, ValueError):
         return None
 

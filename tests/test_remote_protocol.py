@@ -32,6 +32,8 @@ class Engine(BaseHTTPRequestHandler):
 
     def do_GET(self):
         srv = self.server
+        if self.path == "/info" and srv.flavour == "tgi":
+            return self._json(200, {"model_id": srv.model_id, "max_total_tokens": 4096, "max_input_tokens": 4095})
         if self.path == "/v1/models":
             entry = {"id": srv.model_id, "object": "model", "owned_by": srv.owner}
             if srv.flavour == "vllm":
@@ -50,6 +52,21 @@ class Engine(BaseHTTPRequestHandler):
         if self.path == "/extras/detokenize" and srv.flavour == "llama-cpp-python":
             words = {i: p for p, i in srv.vocab.items()}
             return self._json(200, {"text": "".join(words[i] for i in body["tokens"])})
+        if self.path == "/tokenize" and srv.flavour == "vllm":
+            return self._json(
+                200, {"tokens": [srv.vocab.setdefault(p, len(srv.vocab)) for p in PIECE.findall(body["prompt"])]}
+            )
+        if self.path == "/detokenize" and srv.flavour == "vllm":
+            words = {i: p for p, i in srv.vocab.items()}
+            return self._json(200, {"prompt": "".join(words[i] for i in body["tokens"])})
+        if self.path == "/tokenize" and srv.flavour == "tgi":
+            return self._json(
+                200,
+                [
+                    {"id": i, "text": m.group(), "start": m.start(), "stop": m.end()}
+                    for i, m in enumerate(PIECE.finditer(body["inputs"]))
+                ],
+            )
         if self.path != "/v1/completions":
             return self._json(404, {"detail": "Not Found"})
         self._complete(body)
@@ -163,6 +180,16 @@ def test_healing_with_the_servers_tokenizer_and_grammar(engine_factory):
     assert body["prompt"] == "<fim_prefix>def add(a, b):<fim_suffix><fim_middle>"  # last token "\n    " taken back
     assert body["grammar"] == heal_grammar("\n    ") and body["grammar"].startswith('root ::= "\\x0a    " rest')
     assert result.text == "return a + b\n"  # written once, not twice
+
+
+@pytest.mark.parametrize("flavour", ["vllm", "tgi"])
+def test_healing_with_vllm_and_tgi_tokenizers(engine_factory, flavour):
+    srv = engine_factory(flavour, texts=["\n    return a\n"])
+    backend = OpenAIBackend(srv.url, fim_format="starcoder")
+    assert backend.complete("def f(a):\n    ", "", GREEDY).text == "return a\n"
+    assert completions(srv)[-1]["prompt"] == "<fim_prefix>def f(a):<fim_suffix><fim_middle>"
+    assert "grammar" not in completions(srv)[-1] and any(r["path"] == "/tokenize" for r in srv.requests)
+    assert backend.info.flavour == flavour and backend.max_context == {"vllm": 2048, "tgi": 4096}[flavour]
 
 
 def test_healing_without_a_tokenizer_takes_back_trailing_whitespace(engine_factory):
