@@ -215,6 +215,21 @@ def test_copy_from_another_file_after_indentation_and_mid_line(tmp_path):
     assert index.copy_candidates(me, USER + "    return parse(", ")\n")[0].text == "data"
 
 
+def test_copy_mid_line_finds_the_typed_text_inside_other_lines(tmp_path):
+    root = tmp_path / "ws"
+    write(root, "a.py", "def go(self):\n    total = compute_total(items, tax=0.2)\n")
+    index, _ = built(root)
+    me = str(root / "b.py")
+    best = index.copy_candidates(me, "x = 1\nvalue = compute_total(", ")\n")[0]
+    assert (best.text, best.line_text, best.source) == ("items, tax=0.2", "items, tax=0.2)", str(root / "a.py"))
+    assert index.copy_candidates(me, "grand = compute_total(items, ", "\n")[0].match_chars == len(
+        " = compute_total(items, "
+    )
+    assert index.copy_candidates(me, "other = helper(1)\nzzz = 3\nq = help", "\n")[0].text == "er(1)"  # the buffer
+    assert index.copy_candidates(me, "q = pute_total(", "\n") == []  # not a whole identifier
+    assert index.copy_candidates(me, "return ", "\n") == []  # keywords anchor nothing
+
+
 def test_copy_from_the_buffer_prefix_and_suffix_and_own_disk_copy_ignored(tmp_path):
     root = tmp_path / "ws"
     disk = write(root, "mod.py", "a = 1\nb = 2\nold_line()\n")

@@ -12,6 +12,7 @@ characters, then by how many occurrences agree (votes).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -356,3 +357,58 @@ def rank(found: list[Occurrences], ctx: CursorContext, line_text: LineText, max_
     for first, second in zip(ranked, ranked[1:] + [None], strict=False):
         first.margin = first.match_chars - (second.match_chars if second else 0)
     return ranked[:max_candidates]
+
+
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]+")
+INLINE_MIN_CHARS = 4
+INLINE_MAX_HITS = 50  # occurrences looked at per text
+
+
+def inline_needle(typed: str, stop: frozenset[str]) -> tuple[str, int] | None:
+    """(token, start): the last identifier in the typed part of the line (not a keyword), where a match
+    inside other lines is anchored; None when there is none."""
+    for match in reversed(list(IDENT.finditer(typed))):
+        if match.group() not in stop:
+            return match.group(), match.start()
+    return None
+
+
+def inline_candidates(
+    typed: str, rest: str, start: int, texts: list[tuple[str, str]], max_candidates: int
+) -> list[CopyCandidate]:
+    """Mid-line fallback: where `typed[start:]` occurs inside any line of `texts` ((text, source) pairs),
+    extended left over the rest of `typed`; the continuation is what follows it on that line."""
+    needle, left_part = typed[start:], typed[:start]
+    best: dict[str, CopyCandidate] = {}
+    for text, source in texts:
+        i, hits = text.find(needle), 0
+        while i >= 0 and hits < INLINE_MAX_HITS:
+            hits += 1
+            _inline_hit(text, i, needle, left_part, rest, source, best)
+            i = text.find(needle, i + 1)
+    ranked = sorted(best.values(), key=lambda c: (c.match_chars, c.votes), reverse=True)
+    for first, second in zip(ranked, ranked[1:] + [None], strict=False):
+        first.margin = first.match_chars - (second.match_chars if second else 0)
+    return ranked[:max_candidates]
+
+
+def _inline_hit(text, i, needle, left_part, rest, source, best) -> None:
+    line_start = text.rfind("\n", 0, i) + 1
+    line_end = text.find("\n", i)
+    line_end = len(text) if line_end < 0 else line_end
+    left = common_suffix(text[line_start:i], left_part)
+    if left == 0 and i > line_start and (text[i - 1].isalnum() or text[i - 1] == "_"):
+        return  # the token is the tail of a longer identifier
+    chars = left + len(needle)
+    whole = text[i + len(needle) : line_end].rstrip()
+    suffix = rest.strip()
+    cont = whole[: len(whole) - len(suffix)].rstrip() if suffix and whole.endswith(suffix) else whole
+    if chars < INLINE_MIN_CHARS or not cont.strip():
+        return
+    entry = best.get(cont)
+    if entry is None:
+        best[cont] = CopyCandidate(cont, 1, chars, source, whole, 0)
+    else:
+        entry.votes += 1
+        if chars > entry.match_chars:
+            entry.match_chars, entry.source = chars, source

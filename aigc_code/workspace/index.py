@@ -34,6 +34,8 @@ log = logging.getLogger("aigc_code.workspace")
 FLUSH_LINES = 200_000  # a build batch becomes a segment after this many lines (segments are not merged)
 MAX_SMALL_SEGMENTS = 6
 DEAD_CHECK_EVERY = 64
+INLINE_BUFFER_CHARS = 50_000  # of the buffer on each side of the cursor, searched by the mid-line fallback
+INLINE_MAX_BLOCKS = 64  # blocks per segment that contain the anchor identifier
 MIN_BUDGET_BYTES = 16_384  # the build stops when less than this (or 1% of it) is left of max_total_bytes
 
 
@@ -347,13 +349,15 @@ class WorkspaceIndex:
     def copy_candidates(self, path: str, before: str, after: str, max_candidates: int = 3) -> list[CopyCandidate]:
         """Continuations of the current line copied from where the text before the cursor also occurs (the
         buffer itself and the other indexed files; the indexed copy of `path` is replaced by the buffer)."""
-        ctx = copymod.cursor_context(before, after)
-        if ctx is None:
-            return []
         alive = self._alive.copy()
         own = self._by_path.get(self._key(path) or "")
         if own is not None and own < len(alive):
             alive[own] = False
+        ctx = copymod.cursor_context(before, after)
+        ranked = [] if ctx is None else self._line_candidates(ctx, alive, max_candidates)
+        return ranked or self._inline_candidates(before, after, alive, max_candidates)
+
+    def _line_candidates(self, ctx, alive: np.ndarray, max_candidates: int) -> list[CopyCandidate]:
         sources = [ctx.buffer, *self._line_segments]
         found = self._occurrences(sources, ctx, alive, tail=False) or self._occurrences(sources, ctx, alive, tail=True)
 
@@ -364,6 +368,31 @@ class WorkspaceIndex:
             return (doc.line(int(segment.numbers[position])), doc.path) if doc else ("", "")
 
         return copymod.rank(found, ctx, line_text, max_candidates)
+
+    def _inline_candidates(self, before: str, after: str, alive: np.ndarray, max_candidates: int) -> list:
+        """Mid-line fallback: the typed part's last identifier onwards, found inside lines (the buffer, and
+        blocks of other files that contain that identifier)."""
+        current = before[before.rfind("\n") + 1 :]
+        rest = after.split("\n", 1)[0]
+        typed = current.lstrip()
+        anchor = copymod.inline_needle(typed, retrmod.STOPWORDS)
+        if anchor is None:
+            return []
+        token, start = anchor
+        texts = [
+            (before[: len(before) - len(current)][-INLINE_BUFFER_CHARS:], ""),
+            (after[len(rest) :][:INLINE_BUFFER_CHARS], ""),
+        ]
+        key = np.asarray([hash(token) & retrmod.MASK], dtype=np.uint32)
+        for seg in self._block_segments:
+            lo, hi = seg.ranges(key)
+            for block in seg.post_blk[int(lo[0]) : int(hi[0])][:INLINE_MAX_BLOCKS]:
+                fid = int(seg.blk_fid[block])
+                doc = self._docs.get(fid) if alive[fid] else None
+                if doc is not None:
+                    first = int(seg.blk_no[block]) * retrmod.BLOCK_LINES
+                    texts.append((doc.lines(first, first + retrmod.BLOCK_LINES), doc.path))
+        return copymod.inline_candidates(typed, rest, start, texts, max_candidates)
 
     @staticmethod
     def _occurrences(sources, ctx, alive, tail: bool) -> list:
