@@ -208,7 +208,7 @@ def test_copy_from_another_file_after_indentation_and_mid_line(tmp_path):
     me = str(root / "user.py")
     best = index.copy_candidates(me, USER + "    ", "\n")[0]
     assert (best.text, best.source) == ("return parse(data)", str(root / "helpers.py"))
-    assert best.match_chars >= len("data = handle.read()") and best.votes == 1
+    assert best.match_chars >= len("data = handle.read()") and best.votes == 1 and best.kind == "line"
     assert index.copy_candidates(me, USER + "    return pa", "\n")[0].text == "rse(data)"
     assert index.copy_candidates(me, USER + "    yield ", "\n") == []  # nothing fits what is typed
     # closing text already after the cursor is not inserted twice
@@ -222,6 +222,7 @@ def test_copy_mid_line_finds_the_typed_text_inside_other_lines(tmp_path):
     me = str(root / "b.py")
     best = index.copy_candidates(me, "x = 1\nvalue = compute_total(", ")\n")[0]
     assert (best.text, best.line_text, best.source) == ("items, tax=0.2", "items, tax=0.2)", str(root / "a.py"))
+    assert best.kind == "inline" and best.margin == best.match_chars
     assert index.copy_candidates(me, "grand = compute_total(items, ", "\n")[0].match_chars == len(
         " = compute_total(items, "
     )
@@ -260,6 +261,15 @@ def test_copy_ranks_longer_matches_then_votes(tmp_path):
     write(root, "e.py", "step = 1\nrun_e()\nfinish()\n")
     index.update(root / "e.py")
     assert index.copy_candidates(me, "step = 1\n", "\nfinish()\n")[0].text == "run_e()"
+
+
+def test_copy_when_only_the_end_of_the_line_above_occurs_elsewhere(tmp_path):
+    root = tmp_path / "ws"
+    write(root, "benches/a.rs", "fn bench_sum(b: &mut Bencher) {\n    b.iter(|| {\n        sum(black_box(&v))\n")
+    index, _ = built(root)
+    best = index.copy_candidates(str(root / "benches/b.rs"), "fn bench_product(b: &mut Bencher) {\n    ", "\n")[0]
+    assert (best.text, best.kind) == ("b.iter(|| {", "tail")
+    assert best.match_chars >= len("(b: &mut Bencher) {")
 
 
 def test_copy_candidates_respect_indentation_step(tmp_path):

@@ -13,6 +13,7 @@ import argparse
 import gc
 import json
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -100,8 +101,18 @@ def _pick_line(lines: list[str], rng: random.Random) -> int | None:
     return rng.choice(choices) if choices else None
 
 
-def heldout(root: str | Path, n: int = 200, seed: int = 0, scratch: str | None = None) -> dict:
-    """Top-1 copy-candidate exact match on one removed line in each of `n` files of a copy of `root`."""
+def _typed_prefix(line: str, rng: random.Random, midline: bool) -> str:
+    """What is already typed of a held-out line: its indentation, or (midline) up to a random word end."""
+    indent = line[: len(line) - len(line.lstrip())]
+    if not midline:
+        return indent
+    ends = [m.end() for m in re.finditer(r"\w+\W*", line.rstrip()) if m.end() < len(line.rstrip())]
+    return line[: rng.choice(ends)] if ends else indent
+
+
+def heldout(root: str | Path, n: int = 200, seed: int = 0, scratch: str | None = None, midline: bool = False) -> dict:
+    """Top-1 copy-candidate exact match on one removed line in each of `n` files of a copy of `root`
+    (cursor after the line's indentation, or with `midline` after a random word of it)."""
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(dir=scratch, prefix="ws-heldout-") as tmp:
         copy_root = Path(tmp) / "repo"
@@ -119,10 +130,10 @@ def heldout(root: str | Path, n: int = 200, seed: int = 0, scratch: str | None =
                 continue
             removed = lines[number]
             Path(path).write_text("\n".join(lines[:number] + lines[number + 1 :]), encoding="utf-8")
-            indent = removed[: len(removed) - len(removed.lstrip())]
-            before = "\n".join(lines[:number]) + "\n" + indent
+            typed = _typed_prefix(removed, rng, midline)
+            before = "\n".join(lines[:number]) + "\n" + typed
             after = "\n" + "\n".join(lines[number + 1 :])
-            cases.append((path, before, after, removed.strip()))
+            cases.append((path, before, after, removed[len(typed) :].rstrip()))
         index = WorkspaceIndex([copy_root])
         index.build()
         hits = proposed = 0
@@ -137,17 +148,19 @@ def heldout(root: str | Path, n: int = 200, seed: int = 0, scratch: str | None =
         "exact_rate": round(hits / max(1, len(cases)), 3),
         "proposed": proposed,
         "precision": round(hits / max(1, proposed), 3),
+        "cursor": "midline" if midline else "indent",
     }
     print(json.dumps(result))
     return result
 
 
-def heldout_rounds(root: str | Path, n: int, seeds: int) -> dict:
+def heldout_rounds(root: str | Path, n: int, seeds: int, midline: bool = False) -> dict:
     """`heldout` repeated with `seeds` different seeds, summed."""
-    rounds = [heldout(root, n, seed) for seed in range(seeds)]
+    rounds = [heldout(root, n, seed, midline=midline) for seed in range(seeds)]
     cases, exact, proposed = (sum(r[k] for r in rounds) for k in ("cases", "exact", "proposed"))
     total = {"root": str(root), "cases": cases, "exact": exact, "exact_rate": round(exact / max(1, cases), 3)}
     total.update(proposed=proposed, precision=round(exact / max(1, proposed), 3), seeds=seeds)
+    total["cursor"] = rounds[0]["cursor"] if rounds else ""
     print(json.dumps(total))
     return total
 
@@ -159,13 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-files", type=int, default=IndexLimits.max_files)
     parser.add_argument("--heldout", type=int, default=0, help="measure copy exact match on N held-out lines instead")
     parser.add_argument("--seeds", type=int, default=1, help="held-out rounds (a different line per file each)")
+    parser.add_argument("--midline", action="store_true", help="held-out cursor after a random word of the line")
     args = parser.parse_args(argv)
     for root in args.roots:
         if not Path(root).is_dir():
             print(f"error: not a folder: {root}", file=sys.stderr)
             return 1
         if args.heldout:
-            heldout_rounds(root, args.heldout, args.seeds)
+            heldout_rounds(root, args.heldout, args.seeds, args.midline)
         else:
             run(root, args.queries, limits=IndexLimits(max_files=args.max_files))
     return 0

@@ -44,6 +44,7 @@ class CopyCandidate:
     line_text: str = ""
     match_lines: int = 0  # whole non-blank lines that matched above and below the cursor
     margin: int = 0  # match_chars minus the next candidate's (a tie, 0, is a coin toss: ~5% right)
+    kind: str = "line"  # how it was found: "line" (whole lines above), "tail" (the end of the line above), "inline"
 
 
 def line_hash(stripped: str) -> int:
@@ -407,7 +408,7 @@ def _inline_hit(text, i, needle, left_part, rest, source, best) -> None:
         return
     entry = best.get(cont)
     if entry is None:
-        best[cont] = CopyCandidate(cont, 1, chars, source, whole, 0)
+        best[cont] = CopyCandidate(cont, 1, chars, source, whole, 0, kind="inline")
     else:
         entry.votes += 1
         if chars > entry.match_chars:

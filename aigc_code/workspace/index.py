@@ -359,7 +359,9 @@ class WorkspaceIndex:
 
     def _line_candidates(self, ctx, alive: np.ndarray, max_candidates: int) -> list[CopyCandidate]:
         sources = [ctx.buffer, *self._line_segments]
-        found = self._occurrences(sources, ctx, alive, tail=False) or self._occurrences(sources, ctx, alive, tail=True)
+        found, kind = self._occurrences(sources, ctx, alive, tail=False), "line"
+        if not found:
+            found, kind = self._occurrences(sources, ctx, alive, tail=True), "tail"
 
         def line_text(segment: LineSegment, position: int) -> tuple[str, str]:
             if segment is ctx.buffer:
@@ -367,7 +369,10 @@ class WorkspaceIndex:
             doc = self._docs.get(int(segment.fids[position]))
             return (doc.line(int(segment.numbers[position])), doc.path) if doc else ("", "")
 
-        return copymod.rank(found, ctx, line_text, max_candidates)
+        ranked = copymod.rank(found, ctx, line_text, max_candidates)
+        for candidate in ranked:
+            candidate.kind = kind
+        return ranked
 
     def _inline_candidates(self, before: str, after: str, alive: np.ndarray, max_candidates: int) -> list:
         """Mid-line fallback: the typed part's last identifier onwards, found inside lines (the buffer, and
