@@ -110,6 +110,17 @@ def _typed_prefix(line: str, rng: random.Random, midline: bool) -> str:
     return line[: rng.choice(ends)] if ends else indent
 
 
+def _retrieval_hit(index: WorkspaceIndex, path: str, before: str, after: str, answer: str) -> bool:
+    """Whether a chunk retrieved for the code above the cursor contains the held-out line (the prompt
+    window, 30 lines above the cursor and the line below, excluded as the pipeline would)."""
+    above = before.split("\n")
+    query = "\n".join(above[-20:])
+    window = "\n".join(above[-30:]) + "\n".join(after.split("\n")[:2])
+    wanted = (above[-1] + answer).strip()
+    chunks = index.retrieve(path, "", query, max_chunks=4, exclude=window)
+    return any(wanted in (line.strip() for line in c.text.split("\n")) for c in chunks)
+
+
 def heldout(root: str | Path, n: int = 200, seed: int = 0, scratch: str | None = None, midline: bool = False) -> dict:
     """Top-1 copy-candidate exact match on one removed line in each of `n` files of a copy of `root`
     (cursor after the line's indentation, or with `midline` after a random word of it)."""
@@ -136,11 +147,12 @@ def heldout(root: str | Path, n: int = 200, seed: int = 0, scratch: str | None =
             cases.append((path, before, after, removed[len(typed) :].rstrip()))
         index = WorkspaceIndex([copy_root])
         index.build()
-        hits = proposed = 0
+        hits = proposed = retrieved = 0
         for path, before, after, answer in cases:
             found = index.copy_candidates(path, before, after, max_candidates=1)
             proposed += bool(found)
             hits += bool(found) and found[0].text == answer
+            retrieved += _retrieval_hit(index, path, before, after, answer)
     result = {
         "root": str(root),
         "cases": len(cases),
@@ -149,6 +161,7 @@ def heldout(root: str | Path, n: int = 200, seed: int = 0, scratch: str | None =
         "proposed": proposed,
         "precision": round(hits / max(1, proposed), 3),
         "cursor": "midline" if midline else "indent",
+        "retrieval_hit_rate": round(retrieved / max(1, len(cases)), 3),
     }
     print(json.dumps(result))
     return result
@@ -158,9 +171,11 @@ def heldout_rounds(root: str | Path, n: int, seeds: int, midline: bool = False) 
     """`heldout` repeated with `seeds` different seeds, summed."""
     rounds = [heldout(root, n, seed, midline=midline) for seed in range(seeds)]
     cases, exact, proposed = (sum(r[k] for r in rounds) for k in ("cases", "exact", "proposed"))
+    retrieved = sum(r["retrieval_hit_rate"] * r["cases"] for r in rounds)
     total = {"root": str(root), "cases": cases, "exact": exact, "exact_rate": round(exact / max(1, cases), 3)}
     total.update(proposed=proposed, precision=round(exact / max(1, proposed), 3), seeds=seeds)
     total["cursor"] = rounds[0]["cursor"] if rounds else ""
+    total["retrieval_hit_rate"] = round(retrieved / max(1, cases), 3)
     print(json.dumps(total))
     return total
 
