@@ -17,7 +17,12 @@ QUOTES = frozenset("\"'`")
 
 
 def unpaired_closers(suggestion: str, after_cursor: str = "") -> str:
-    """The closing brackets/quotes in `suggestion` whose opener is not in `suggestion`, in order.
+    """The closing brackets/quotes in `suggestion` whose opener is not in `suggestion`, in order."""
+    return _scan(suggestion, after_cursor)[0]
+
+
+def _scan(suggestion: str, after_cursor: str) -> tuple[str, list[str]]:
+    """(unpaired closers, brackets/quotes the suggestion leaves open, innermost last).
 
     A quote closes the string the cursor is in when it is the next character the editor auto-closed
     (the next unmatched character of `after_cursor`); otherwise it opens a string of the suggestion.
@@ -45,7 +50,7 @@ def unpaired_closers(suggestion: str, after_cursor: str = "") -> str:
                 closers.append(ch)
             else:
                 stack.append(ch)
-    return "".join(closers)
+    return "".join(closers), stack
 
 
 def _scan_in_string(stack: list[str], ch: str, escaped: bool) -> bool:
@@ -73,9 +78,11 @@ def replaced_after_cursor(after_cursor: str, suggestion: str) -> int:
     rest = after_cursor.rstrip()
     if not rest or not suggestion:
         return 0
-    closers = unpaired_closers(suggestion, rest)
+    closers, still_open = _scan(suggestion, rest)
     if not closers:
         return 0
+    if still_open and rest[0] == OPENERS.get(still_open[-1], still_open[-1]):
+        return 0  # `f(|)` + `x) + g(y`: the `)` after the cursor now closes the suggestion's own `g(`
     if rest.startswith(closers):
         return len(closers)
     if closers.startswith(rest):

@@ -26,6 +26,9 @@ GOLDEN = [
     (")]", "x)}", 1),  # closes `)` then something else: only the common auto-closed prefix
     (")", "", 0),
     (")", "'it\\'s')", 1),  # escaped quote inside the suggestion's string
+    (")", "x) + g(y", 0),  # the `)` after the cursor is needed to close the suggestion's own `g(`
+    (")", " === 0) {", 1),  # an open `{` (closed on a later line) does not need the `)`
+    ('")', 'a", "b', 0),  # the suggestion's own string is still open: the `"` after the cursor closes it
 ]
 
 

@@ -175,32 +175,45 @@ local function server_settings()
   return s
 end
 
--- config key -> `aigc-code serve` option, in command-line order
-local SERVER_FLAGS = {
+-- config key -> `aigc-code serve --check` option: the backend settings. The server itself gets them once,
+-- in initializationOptions (and didChangeConfiguration), never also on its command line.
+local CHECK_FLAGS = {
   { "model", "--model" },
   { "adapter", "--adapter" },
   { "backend", "--backend" },
   { "endpoint", "--endpoint" },
   { "device", "--device" },
   { "fim_format", "--fim-format" },
-  { "log_file", "--log-file" },
 }
 
---- The server command line for the current config (backend options on the command line too, so that
---- `:AigcCodeCheck` / `aigc-code serve ... --check` checks what the editor uses).
+--- The server command line for the current config: only the launch options (`--log-file`, extra_args).
 function M.server_cmd()
   local c = M.config
   if c.cmd then
     return vim.deepcopy(c.cmd)
   end
   local cmd = { c.server_path, "serve" }
-  for _, flag in ipairs(SERVER_FLAGS) do
+  if c.log_file then
+    vim.list_extend(cmd, { "--log-file", c.log_file })
+  end
+  vim.list_extend(cmd, c.extra_args or {})
+  return cmd
+end
+
+--- `aigc-code serve --check ...` with the backend options as flags, so that it checks what the editor uses.
+function M.check_cmd()
+  local c = M.config
+  local cmd = M.server_cmd()
+  table.insert(cmd, "--check")
+  if c.cmd then
+    return cmd
+  end
+  for _, flag in ipairs(CHECK_FLAGS) do
     local value = c[flag[1]]
     if value then
       vim.list_extend(cmd, { flag[2], value })
     end
   end
-  vim.list_extend(cmd, c.extra_args or {})
   return cmd
 end
 
@@ -763,8 +776,7 @@ end
 
 --- Run `aigc-code serve ... --check` (loads the model / reaches the endpoint) and report the result.
 function M.check()
-  local cmd = M.server_cmd()
-  table.insert(cmd, "--check")
+  local cmd = M.check_cmd()
   local output = {}
   local collect = function(_, data)
     for _, l in ipairs(data or {}) do
