@@ -3,11 +3,13 @@
 #
 #   1. VS Code extension: npm ci, compile (tsc), unit tests + protocol test against the real server
 #      (node --test), package the .vsix offline with @vscode/vsce and check what went into it.
+#      Then .ci/e2e.sh: the .vsix in a real VS Code (code-server + headless Chromium), screenshots in the log.
 #   2. Neovim plugin: headless nvim tests against the real `aigc-code serve` (tiny model).
 #
 # Environment: AIGC_CODE_BIN (server executable; default .venv/bin/aigc-code, then PATH),
 # PYTHON (default .venv/bin/python), AIGC_TEST_MODEL (model dir; default: a tiny random model built here;
-# "default" = the server's built-in model), SKIP_VSCODE=1 / SKIP_NVIM=1.
+# "default" = the server's built-in model), SKIP_VSCODE=1 / SKIP_NVIM=1 / SKIP_E2E=1 (the code-server +
+# Chromium end-to-end test, .ci/e2e.sh, which runs after the .vsix is built; it uses the built-in model).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -83,6 +85,10 @@ if [ "${SKIP_VSCODE:-0}" != 1 ]; then
   log "vscode: check the .vsix"
   nice node scripts/check-vsix.js aigc-code.vsix
   cd "$repo"
+  if [ "${SKIP_E2E:-0}" != 1 ]; then
+    log "vscode: end-to-end in a real VS Code (code-server + Chromium; .ci/e2e.sh)"
+    bash "$repo/.ci/e2e.sh" "$repo/editors/vscode/aigc-code.vsix"
+  fi
 fi
 
 # -- Neovim ----------------------------------------------------------------------------------------

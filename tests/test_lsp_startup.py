@@ -6,8 +6,8 @@ bracket after the cursor (the range from aigc_code/brackets.py)."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import json
+import signal
 import socket
 import subprocess
 import sys
