@@ -116,8 +116,9 @@ class FileLines:
     indents: np.ndarray  # uint8
 
 
-def file_lines(fid: int, lines: list[str]) -> FileLines:
-    numbers, hashes, tails, indents = nonblank(lines)
+def file_lines(fid: int, lines: list[str], memo: bool = False) -> FileLines:
+    """`memo`: for a file edited in an editor (most lines were seen in its previous version)."""
+    numbers, hashes, tails, indents = buffer_nonblank(lines) if memo else nonblank(lines)
     return FileLines(
         fid,
         np.asarray(numbers, dtype=np.int32),

@@ -211,7 +211,7 @@ class WorkspaceIndex:
             self._bytes += len(text)
         return Document(fid, key, language, text, np.zeros(0, dtype=np.int64), len(text))
 
-    def _flush(self, pending: list[Document]) -> None:
+    def _flush(self, pending: list[Document], memo: bool = False) -> None:
         """Turn pending documents into one searchable segment pair."""
         if not pending:
             return
@@ -219,8 +219,8 @@ class WorkspaceIndex:
         for doc in pending:
             lines = copymod.split_lines(doc.text)
             doc.line_starts = line_starts(lines)
-            line_parts.append(copymod.file_lines(doc.fid, lines))
-            block_parts.append(retrmod.file_blocks(doc.fid, lines))
+            line_parts.append(copymod.file_lines(doc.fid, lines, memo))
+            block_parts.append(retrmod.file_blocks(doc.fid, lines, memo))
         line_seg = LineSegment.from_files(line_parts)
         block_seg = BlockSegment.from_files(block_parts)
         with self._lock:
@@ -308,7 +308,7 @@ class WorkspaceIndex:
                 return
             self._drop(key)
             doc = self._new_document(key, language, text)
-            self._flush([doc])
+            self._flush([doc], memo=True)
             self._compact()
 
     def _checked_text(self, real: Path, text: str | None) -> tuple[str | None, str]:

@@ -63,9 +63,23 @@ class FileBlocks:
     tokens: list[np.ndarray]  # per block: its distinct token hashes
 
 
-def file_blocks(fid: int, lines: list[str]) -> FileBlocks:
+_BLOCKS: dict[str, np.ndarray] = {}  # block text -> token hashes, for files edited again and again
+
+
+def file_blocks(fid: int, lines: list[str], memo: bool = False) -> FileBlocks:
+    """`memo`: for a file edited in an editor (most blocks are unchanged since its previous version)."""
     blocks = ["\n".join(lines[i : i + BLOCK_LINES]) for i in range(0, len(lines), BLOCK_LINES)]
-    return FileBlocks(fid, [token_hashes(b) for b in blocks])
+    if not memo:
+        return FileBlocks(fid, [token_hashes(b) for b in blocks])
+    if len(_BLOCKS) > 20_000:
+        _BLOCKS.clear()
+    tokens = []
+    for block in blocks:
+        found = _BLOCKS.get(block)
+        if found is None:
+            found = _BLOCKS[block] = token_hashes(block)
+        tokens.append(found)
+    return FileBlocks(fid, tokens)
 
 
 class BlockSegment:
