@@ -198,6 +198,36 @@ def test_build_in_background_is_queryable_and_cancellable(tmp_path):
     assert index.copy_candidates(str(root / "new.py"), USER + "    return ", "\n")[0].text == "parse(data)"
 
 
+def test_queries_while_another_thread_adds_files(tmp_path):
+    root = tmp_path / "ws"
+    write(root, "a.py", HELPERS)
+    index, _ = built(root)
+    errors = []
+
+    def add_files():
+        try:
+            for i in range(1100):  # more files than the first liveness arrays hold
+                index.update(
+                    root / f"new/m{i}.py", f"def f_{i}(path):\n    with open(path) as handle:\n        go_{i}()\n"
+                )
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=add_files)
+    thread.start()
+    queries = 0
+    while thread.is_alive() or queries < 3:
+        index.copy_candidates(str(root / "me.py"), USER, "\n")
+        index.retrieve(str(root / "me.py"), "python", "open path handle read")
+        queries += 1
+    thread.join()
+    assert not errors and len(index) == 1101
+    found = index.copy_candidates(
+        str(root / "me.py"), "def f_1099(path):\n    with open(path) as handle:\n        ", "\n"
+    )
+    assert found[0].text == "go_1099()"
+
+
 # ------------------------------------------------------------------------------------------ copy candidates
 
 

@@ -88,6 +88,7 @@ class WorkspaceIndex:
         self._by_path: dict[str, int] = {}
         self._alive = np.zeros(1024, dtype=bool)
         self._lang = np.zeros(1024, dtype=np.int16)
+        self._flags = (self._alive, self._lang)  # replaced together when they grow; readers take this pair
         self._groups: dict[str, int] = {}
         self._next_fid = 0
         self._line_segments: list[LineSegment] = []
@@ -240,6 +241,7 @@ class WorkspaceIndex:
             alive, lang = np.zeros(size, dtype=bool), np.zeros(size, dtype=np.int16)
             alive[: len(self._alive)], lang[: len(self._lang)] = self._alive, self._lang
             self._alive, self._lang = alive, lang
+            self._flags = (alive, lang)
         group = retrmod.language_group(language)
         self._lang[fid] = self._groups.setdefault(group, len(self._groups) + 1)
         self._alive[fid] = True
@@ -349,16 +351,17 @@ class WorkspaceIndex:
     def copy_candidates(self, path: str, before: str, after: str, max_candidates: int = 3) -> list[CopyCandidate]:
         """Continuations of the current line copied from where the text before the cursor also occurs (the
         buffer itself and the other indexed files; the indexed copy of `path` is replaced by the buffer)."""
-        alive = self._alive.copy()
+        lines, blocks = self._line_segments, self._block_segments  # before the flags: they cover these fids
+        alive = self._flags[0].copy()
         own = self._by_path.get(self._key(path) or "")
         if own is not None and own < len(alive):
             alive[own] = False
         ctx = copymod.cursor_context(before, after)
-        ranked = [] if ctx is None else self._line_candidates(ctx, alive, max_candidates)
-        return ranked or self._inline_candidates(before, after, alive, max_candidates)
+        ranked = [] if ctx is None else self._line_candidates(ctx, lines, alive, max_candidates)
+        return ranked or self._inline_candidates(before, after, blocks, alive, max_candidates)
 
-    def _line_candidates(self, ctx, alive: np.ndarray, max_candidates: int) -> list[CopyCandidate]:
-        sources = [ctx.buffer, *self._line_segments]
+    def _line_candidates(self, ctx, segments, alive: np.ndarray, max_candidates: int) -> list[CopyCandidate]:
+        sources = [ctx.buffer, *segments]
         found, kind = self._occurrences(sources, ctx, alive, tail=False), "line"
         if not found:
             found, kind = self._occurrences(sources, ctx, alive, tail=True), "tail"
@@ -374,7 +377,7 @@ class WorkspaceIndex:
             candidate.kind = kind
         return ranked
 
-    def _inline_candidates(self, before: str, after: str, alive: np.ndarray, max_candidates: int) -> list:
+    def _inline_candidates(self, before: str, after: str, segments, alive: np.ndarray, max_candidates: int) -> list:
         """Mid-line fallback: the typed part's last identifier onwards, found inside lines (the buffer, and
         blocks of other files that contain that identifier)."""
         current = before[before.rfind("\n") + 1 :]
@@ -389,7 +392,7 @@ class WorkspaceIndex:
             (after[len(rest) :][:INLINE_BUFFER_CHARS], ""),
         ]
         key = np.asarray([hash(token) & retrmod.MASK], dtype=np.uint32)
-        for seg in self._block_segments:
+        for seg in segments:
             lo, hi = seg.ranges(key)
             for block in seg.post_blk[int(lo[0]) : int(hi[0])][:INLINE_MAX_BLOCKS]:
                 fid = int(seg.blk_fid[block])
@@ -418,7 +421,8 @@ class WorkspaceIndex:
         group = self._groups.get(retrmod.language_group(language or language_for_path(path)))
         if group is None or not segments:
             return []
-        allowed = self._alive & (self._lang == group)
+        alive, lang = self._flags
+        allowed = alive & (lang == group)
         hits = retrmod.search(segments, tokens, allowed, max_chunks * 4 + 8, max(1, self._blocks_alive))
         excluded = {line.strip() for line in exclude.splitlines() if line.strip()}
         exclude_tokens = retrmod.token_hashes(exclude) if exclude else np.zeros(0, dtype=np.uint32)
