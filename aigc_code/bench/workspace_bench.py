@@ -10,6 +10,7 @@ after the line's indentation). Usage: `python -m aigc_code.bench.workspace_bench
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import random
@@ -89,8 +90,8 @@ def run(
         before, after = text[:offset], text[offset:]
         window = before[-1500:]
         for name, call in (
-            ("copy", lambda: index.copy_candidates(path, before, after)),
-            ("retrieve", lambda: index.retrieve(path, "", window, exclude=window)),
+            ("copy", functools.partial(index.copy_candidates, path, before, after)),
+            ("retrieve", functools.partial(index.retrieve, path, "", window, exclude=window)),
         ):
             w0, c0 = time.perf_counter(), time.thread_time()
             call()
