@@ -173,6 +173,7 @@ def attach_adapter(model, adapter: Path):
     try:
         with warnings.catch_warnings():  # peft calls a transformers API that is deprecated upstream
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=".*did not match any targeted module", category=RuntimeWarning)
             return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     except Exception as exc:
         raise ModelLoadError(f"adapter {adapter} does not fit this model: {_short(exc)}") from exc

@@ -333,7 +333,9 @@ class _Run:
 
         if self.ckpt is not None:
             try:
-                return PeftModel.from_pretrained(self.model, str(self.ckpt), is_trainable=True)
+                with warnings.catch_warnings():  # MoE adapters: peft's rank/alpha patterns for expert weights
+                    warnings.filterwarnings("ignore", message=".*did not match any targeted", category=RuntimeWarning)
+                    return PeftModel.from_pretrained(self.model, str(self.ckpt), is_trainable=True)
             except Exception as exc:
                 raise CheckpointError(f"the adapter weights in {self.ckpt} are unreadable ({_short(exc)}); "
                                       f"delete {self.ckpt_dir} to start over") from exc
