@@ -28,12 +28,13 @@ def _meta(
     lo: float | None = None,
     hi: float | None = None,
     choices: tuple = (),
-    scope: str = "resource",
+    scope: str = "window",
     backend: bool = False,
     secret: bool = False,
 ) -> dict[str, Any]:
-    """Schema of one setting. `kind`: str, int, float, bool, languages. `scope` is VS Code's
-    (`machine-overridable` settings name a path or a secret on the machine that runs the server)."""
+    """Schema of one setting. `kind`: str, int, float, bool, languages. `scope` is VS Code's: never
+    `machine` / `machine-overridable`, which remote windows (code-server, Remote-SSH, WSL) ignore in
+    User settings."""
     return {
         "doc": doc,
         "kind": kind,
@@ -56,12 +57,9 @@ class Settings:
         None,
         "Local checkpoint directory (local backend) or the served model name (openai).",
         "str",
-        scope="machine-overridable",
         backend=True,
     )
-    adapter: str | None = _f(
-        None, "LoRA adapter directory from `aigc-code finetune`.", "str", scope="machine-overridable", backend=True
-    )
+    adapter: str | None = _f(None, "LoRA adapter directory from `aigc-code finetune`.", "str", backend=True)
     backend: str = _f(
         "local",
         "Where completions come from: the local engine or an OpenAI-compatible server.",
@@ -72,18 +70,14 @@ class Settings:
     endpoint: str | None = _f(
         None, "OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (openai backend).", "str", backend=True
     )
-    device: str | None = _f(
-        None, "auto (default: CUDA if present), cpu, cuda, cuda:1.", "str", scope="machine-overridable", backend=True
-    )
+    device: str | None = _f(None, "auto (default: CUDA if present), cpu, cuda, cuda:1.", "str", backend=True)
     fim_format: str = _f(
         "starcoder",
         "openai backend: FIM family name, 'suffix', or a template with {prefix} and {suffix}.",
         "str",
         backend=True,
     )
-    api_key: str | None = _f(
-        None, "Bearer token for the openai backend.", "str", scope="machine-overridable", backend=True, secret=True
-    )
+    api_key: str | None = _f(None, "Bearer token for the openai backend.", "str", backend=True, secret=True)
     request_timeout_s: float = _f(
         30.0, "Seconds before a remote request is abandoned.", "float", lo=0.1, hi=3600.0, backend=True
     )
@@ -102,7 +96,6 @@ class Settings:
         "int",
         lo=1,
         hi=1024,
-        scope="machine-overridable",
         backend=True,
     )
     quantize: str | None = _f(
@@ -110,7 +103,6 @@ class Settings:
         "Local engine on CPU: int8 (dynamic quantization of the linear layers).",
         "str",
         choices=("int8",),
-        scope="machine-overridable",
         backend=True,
     )
     max_new_tokens: int = _f(
@@ -159,7 +151,6 @@ class Settings:
         metadata=_meta(
             "Shared secret a TCP client must send in initializationOptions.",
             "str",
-            scope="machine-overridable",
             secret=True,
         ),
     )
