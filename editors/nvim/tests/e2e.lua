@@ -212,6 +212,20 @@ local function main()
   local encoding = client.offset_encoding or "utf-16"
   check("positions are utf-16", encoding == "utf-16", encoding)
 
+  -- The status says "ready" only once the server reports the model loaded (aigcCode/status).
+  wait_for("status ready", function()
+    return aigc.status():match("^aigc: ready") ~= nil
+  end)
+  local backend
+  local rq = client.request and (vim.fn.has("nvim-0.11") == 1 and function(...) return client:request(...) end or client.request)
+  rq("aigcCode/status", vim.NIL, function(_, result)
+    backend = result and result.backend or "?"
+  end)
+  wait_for("aigcCode/status", function()
+    return backend ~= nil
+  end)
+  check("status ready only after the model loaded", backend ~= "loading" and backend ~= "not loaded", backend)
+
   -- 1. Manual trigger from Normal mode (:AigcCodeComplete), accept with :AigcCodeAccept -----------
   local line6, before, resp
   for i = 1, ATTEMPTS do

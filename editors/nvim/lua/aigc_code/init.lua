@@ -610,13 +610,40 @@ end
 
 local group
 
+--- "starting" until the server says its model is loaded (aigcCode/status), then "ready" (or "error").
+local function follow_backend(client, tries)
+  tries = tries or 0
+  if tries == 0 and state.status.kind ~= "disabled" then
+    set_status("starting")
+  end
+  local ok = pcall(crequest, client, "aigcCode/status", vim.NIL, function(err, result)
+    local backend = type(result) == "table" and result.backend or nil
+    if err or type(backend) ~= "string" then
+      if state.status.kind == "starting" then
+        set_status("ready") -- a server without aigcCode/status
+      end
+    elseif (backend == "loading" or backend == "not loaded") and tries < 3600 then
+      vim.defer_fn(function()
+        follow_backend(client, tries + 1)
+      end, 500)
+    elseif backend:sub(1, 5) == "error" then
+      set_status("error", { message = backend:gsub("^error:%s*", "") })
+    elseif state.status.kind == "starting" then
+      set_status("ready")
+    end
+  end)
+  if not ok and state.status.kind == "starting" then
+    set_status("ready")
+  end
+end
+
 local function on_attach(client, bufnr)
   if state.attached[bufnr] then
     return
   end
   state.attached[bufnr] = true
   api.nvim_clear_autocmds({ group = group, buffer = bufnr }) -- from a previous client (restart)
-  set_status("ready")
+  follow_backend(client)
   map_keys(bufnr)
   local native = use_native()
   if native and M.config.enabled and M.config.auto_trigger then
