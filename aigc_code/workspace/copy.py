@@ -86,7 +86,7 @@ _KEYS: dict[str, tuple[int, int, int]] = {}  # line -> (hash, tail hash, indent)
 
 def buffer_nonblank(lines: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
     """`nonblank` for an editor buffer, memoised per line (a buffer changes a little between queries)."""
-    if len(_KEYS) > 200_000:
+    if len(_KEYS) > 60_000:  # ~10 MB at most
         _KEYS.clear()
     numbers, hashes, tails, indents = [], [], [], []
     for number, line in enumerate(lines):
@@ -355,6 +355,11 @@ def rank(found: list[Occurrences], ctx: CursorContext, line_text: LineText, max_
         entry.votes += 1
         if score > entry.match_chars:
             entry.match_chars, entry.source = score, source
+    return _sorted(best, max_candidates)
+
+
+def _sorted(best: dict[str, CopyCandidate], max_candidates: int) -> list[CopyCandidate]:
+    """Best first by matched characters, then votes; `margin` set to the lead over the next one."""
     ranked = sorted(best.values(), key=lambda c: (c.match_chars, c.votes), reverse=True)
     for first, second in zip(ranked, ranked[1:] + [None], strict=False):
         first.margin = first.match_chars - (second.match_chars if second else 0)
@@ -388,10 +393,7 @@ def inline_candidates(
             hits += 1
             _inline_hit(text, i, needle, left_part, rest, source, best)
             i = text.find(needle, i + 1)
-    ranked = sorted(best.values(), key=lambda c: (c.match_chars, c.votes), reverse=True)
-    for first, second in zip(ranked, ranked[1:] + [None], strict=False):
-        first.margin = first.match_chars - (second.match_chars if second else 0)
-    return ranked[:max_candidates]
+    return _sorted(best, max_candidates)
 
 
 def _inline_hit(text, i, needle, left_part, rest, source, best) -> None:

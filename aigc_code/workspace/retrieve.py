@@ -71,7 +71,7 @@ def file_blocks(fid: int, lines: list[str], memo: bool = False) -> FileBlocks:
     blocks = ["\n".join(lines[i : i + BLOCK_LINES]) for i in range(0, len(lines), BLOCK_LINES)]
     if not memo:
         return FileBlocks(fid, [token_hashes(b) for b in blocks])
-    if len(_BLOCKS) > 20_000:
+    if len(_BLOCKS) > 4_000:  # ~3 MB at most
         _BLOCKS.clear()
     tokens = []
     for block in blocks:
