@@ -111,6 +111,9 @@ def test_git_repository_uses_ls_files_and_writes_nothing(tmp_path):
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     subprocess.run(["git", "-C", str(root), "add", "tracked.py", ".gitignore"], check=True)
     subprocess.run(["git", "-C", str(root), "commit", "-qm", "init"], check=True, env=env)
+    write(root, "src/build/api.py", "def build_api():\n    pass\n")  # a package named build, tracked
+    write(root, "vendor/dep/dep.py", "x = 1\n")  # vendored, tracked: still skipped
+    subprocess.run(["git", "-C", str(root), "add", "src", "vendor"], check=True)
     write(root, "untracked.py", "y = 2\n")
     (root / "tracked.py").write_text(HELPERS + "\n# changed, so git would like to refresh its index\n")
     before = tree_state(root)
@@ -120,7 +123,8 @@ def test_git_repository_uses_ls_files_and_writes_nothing(tmp_path):
     assert tree_state(root) == before
     assert index.contains(root / "tracked.py") and index.contains(root / "untracked.py")
     assert not index.contains(root / "ignored_dir/x.py")
-    assert report["files"] == 2
+    assert index.contains(root / "src/build/api.py") and not index.contains(root / "vendor/dep/dep.py")
+    assert report["files"] == 3
     # a workspace folder that its enclosing repository ignores is walked instead (e.g. ~/.pyenv/versions)
     index, report = built(root / "ignored_dir")
     assert report["files"] == 1 and index.contains(root / "ignored_dir/x.py")

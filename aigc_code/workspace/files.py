@@ -23,22 +23,13 @@ from aigc_code.languages import language_for_path
 
 log = logging.getLogger("aigc_code.workspace")
 
-SKIP_DIRS = frozenset(
-    {
-        "node_modules",
-        "vendor",
-        "third_party",
-        "build",
-        "dist",
-        "out",
-        "target",
-        "__pycache__",
-        "venv",
-        "site-packages",
-        "bower_components",
-        "coverage",
-    }
+# Dependencies and environments: skipped even when git tracks them (vendored code is big and not the user's).
+DEPENDENCY_DIRS = frozenset(
+    {"node_modules", "vendor", "third_party", "bower_components", "site-packages", "venv", "__pycache__"}
 )
+# Build outputs: skipped when walking a folder; a git repository that tracks one means it (e.g. src/build/).
+BUILD_DIRS = frozenset({"build", "dist", "out", "target", "coverage"})
+SKIP_DIRS = DEPENDENCY_DIRS | BUILD_DIRS
 GIT_TIMEOUT_S = 20.0
 
 
@@ -105,14 +96,17 @@ def safe_resolve(path: Path, root: Path) -> tuple[Path | None, str]:
     return real, ""
 
 
-def skipped_dir(name: str) -> bool:
-    return name.startswith(".") or name in SKIP_DIRS or name.endswith(".egg-info")
+def skipped_dir(name: str, tracked: bool = False) -> bool:
+    """Whether a folder of this name is not indexed (`tracked`: it is listed by git)."""
+    if name.startswith(".") or name.endswith(".egg-info") or name in DEPENDENCY_DIRS:
+        return True
+    return not tracked and name in BUILD_DIRS
 
 
-def path_reason(rel: str) -> str:
+def path_reason(rel: str, tracked: bool = False) -> str:
     """Why a listed path (relative, '/'-separated) is not indexed by name alone ("" if it may be)."""
     parts = rel.split("/")
-    if any(skipped_dir(part) for part in parts[:-1]):
+    if any(skipped_dir(part, tracked) for part in parts[:-1]):
         return "skipped-dir"
     if language_for_path(parts[-1]) is None:
         return "not-source"
@@ -298,16 +292,16 @@ def list_candidates(
     listing = git_files(root, limits, skips, cancel)
     listed = 0
     if listing is not None:
-        for real, language in _checked(root, listing, skips):
+        for real, language in _checked(root, listing, skips, tracked=True):
             listed += 1
             yield real, language
     if listing is None or listed == 0:  # not a work tree, or a folder git ignores (e.g. inside ~/.pyenv)
         yield from _checked(root, walk_files(root, limits, skips, cancel), skips)
 
 
-def _checked(root: Path, listing: Iterator[str], skips: Skips) -> Iterator[tuple[Path, str]]:
+def _checked(root: Path, listing: Iterator[str], skips: Skips, tracked: bool = False) -> Iterator[tuple[Path, str]]:
     for rel in listing:
-        reason = path_reason(rel)
+        reason = path_reason(rel, tracked)
         if reason:
             skips.add(reason, rel)
             continue
