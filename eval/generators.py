@@ -265,7 +265,8 @@ def raw_twin(task: Problem) -> Problem:
 
 
 class Scheduler:
-    """Runs units with ``concurrency`` in flight and measures the in-flight count over time."""
+    """Runs units with ``concurrency`` in flight and measures the in-flight count over time, from the
+    first request's start to the last one's end (idle: time in between with none in flight)."""
 
     def __init__(self, concurrency: int):
         self.concurrency = max(1, concurrency)
@@ -273,12 +274,13 @@ class Scheduler:
         self.in_flight = 0
         self.requests = 0
         self._area = self._idle = self._full = 0.0
-        self._t0 = self._last = None
-        self._t1 = None
+        self._t0 = self._last = self._t1 = None
 
     def _tick(self, delta: int) -> None:
         with self._lock:
             now = time.perf_counter()
+            if self._t0 is None:
+                self._t0 = self._last = now
             dt = now - self._last
             self._area += self.in_flight * dt
             self._idle += dt if self.in_flight == 0 else 0.0
@@ -286,6 +288,8 @@ class Scheduler:
             self._last = now
             self.in_flight += delta
             self.requests += delta > 0
+            if delta < 0:
+                self._t1 = now
 
     def _timed(self, fn, unit):
         self._tick(+1)
@@ -296,18 +300,10 @@ class Scheduler:
 
     def run(self, units: list, fn, on_done) -> None:
         """``fn(unit)`` for every unit; ``on_done(result)`` in this thread as results arrive."""
-        self._t0 = self._last = time.perf_counter()
-        try:
-            if self.concurrency == 1:
-                for u in units:
-                    on_done(self._timed(fn, u))
-                return
-            self._run_threads(units, fn, on_done)
-        finally:
-            self._tick(0)
-            self._t1 = time.perf_counter()
-
-    def _run_threads(self, units: list, fn, on_done) -> None:
+        if self.concurrency == 1:
+            for u in units:
+                on_done(self._timed(fn, u))
+            return
         pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="eval-gen")
         try:
             futs = [pool.submit(self._timed, fn, u) for u in units]
