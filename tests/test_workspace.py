@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -367,6 +368,8 @@ def test_retrieve_finds_similar_code_and_excludes_the_prompt_window(tmp_path):
     assert "def load_config(path):" in chunks[0].text and chunks[0].score > 0
     assert all(c.path.endswith(".py") for c in chunks)  # javascript is another language
     assert index.retrieve(str(me), "javascript", query)[0].path == str(root / "web.js")
+    assert index.retrieve(str(me), "javascriptreact", query)[0].path == str(root / "web.js")  # an LSP alias
+    assert index.retrieve(str(root / "x.ts"), "", query)[0].path == str(root / "web.js")  # from the path; TS ~ JS
     # the user's own prompt window is never retrieved, neither is a near-duplicate of it
     own = index.retrieve(str(me), "python", query, max_chunks=4, exclude=USER)
     assert all(c.path != str(me) or c.start_line >= 10 for c in own)
@@ -388,6 +391,17 @@ def test_bench_run_and_heldout_on_a_small_tree(tmp_path, capsys):
     assert held["cases"] == 5 and 0 <= held["exact"] <= held["proposed"] <= 5
     assert '"exact_rate"' in capsys.readouterr().out
     assert workspace_bench.main([str(tmp_path / "missing")]) == 1
+
+
+def test_copy_candidates_stay_fast_on_a_minified_buffer(tmp_path):
+    root = tmp_path / "ws"
+    write(root, "a.js", "function add(a, b) {\n  return a + b;\n}\n")
+    index, _ = built(root)
+    line = "var x=add(1,2);" * 60_000  # a 900 kB line open in the editor
+    started = time.perf_counter()
+    for cut in (len(line) // 2, len(line)):
+        index.copy_candidates(str(root / "min.js"), line[:cut], line[cut:] + "\n")
+    assert time.perf_counter() - started < 2.0
 
 
 @pytest.mark.parametrize("before", ["", "\n\n", "   ", "only_line"])

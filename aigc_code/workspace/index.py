@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aigc_code.languages import language_for_path
+from aigc_code.languages import canonical, language_for_path
 from aigc_code.sourcefiles import read_text, reject_reason
 
 from . import copy as copymod
@@ -35,6 +35,7 @@ FLUSH_LINES = 200_000  # a build batch becomes a segment after this many lines (
 MAX_SMALL_SEGMENTS = 6
 DEAD_CHECK_EVERY = 64
 INLINE_BUFFER_CHARS = 50_000  # of the buffer on each side of the cursor, searched by the mid-line fallback
+INLINE_TYPED_CHARS = 300  # of the current line before the cursor, for the mid-line fallback
 INLINE_MAX_BLOCKS = 64  # blocks per segment that contain the anchor identifier
 MIN_BUDGET_BYTES = 16_384  # the build stops when less than this (or 1% of it) is left of max_total_bytes
 
@@ -382,7 +383,7 @@ class WorkspaceIndex:
         blocks of other files that contain that identifier)."""
         current = before[before.rfind("\n") + 1 :]
         rest = after.split("\n", 1)[0]
-        typed = current.lstrip()
+        typed = current.lstrip()[-INLINE_TYPED_CHARS:]
         anchor = copymod.inline_needle(typed, retrmod.STOPWORDS)
         if anchor is None:
             return []
@@ -418,7 +419,8 @@ class WorkspaceIndex:
         tokens); windows of `path` that overlap `exclude`, and near-duplicates of it, are left out."""
         tokens = retrmod.token_hashes(query)
         segments = self._block_segments
-        group = self._groups.get(retrmod.language_group(language or language_for_path(path)))
+        canonical_name = canonical(language) if language else None
+        group = self._groups.get(retrmod.language_group(canonical_name or language_for_path(path)))
         if group is None or not segments:
             return []
         alive, lang = self._flags
