@@ -375,7 +375,7 @@ def test_retrieve_finds_similar_code_and_excludes_the_prompt_window(tmp_path):
     assert all(c.path != str(me) or c.start_line >= 10 for c in own)
     assert all(c.path != str(root / "helpers.py") for c in index.retrieve(str(me), "python", query, exclude=HELPERS))
     assert index.retrieve(str(me), "python", "") == []
-    assert index.retrieve(str(me), "cobol", query) == []
+    assert index.retrieve(str(root / "x.cob"), "cobol", query) == []  # unknown id, no language from the path
 
 
 # ------------------------------------------------------------------------------------------ bench
