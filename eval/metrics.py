@@ -19,14 +19,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
-def summarize_language(records: list[tuple[dict, dict | None]], ks=KS) -> dict:
-    """``records``: (generation, execution-or-None) pairs of one language."""
+def _outcomes(records: list[tuple[dict, dict | None]]) -> tuple[dict[str, list[bool]], Counter, int]:
+    """(pass/fail per task over its scored samples, status counts, skipped samples)."""
     per_task: dict[str, list[bool]] = defaultdict(list)
     statuses: Counter = Counter()
-    syntax = [g.get("syntax_ok") for g, _ in records if g.get("syntax_ok") is not None]
-    gen_ms = sum(g.get("gen_ms") or 0.0 for g, _ in records)
-    gen_tokens = sum(g.get("generated_tokens") or 0 for g, _ in records)
-    exec_s = [e["exec_s"] for _, e in records if e and e.get("status") != "skipped"]
     skipped = 0
     for g, e in records:
         if e is None:
@@ -37,6 +33,31 @@ def summarize_language(records: list[tuple[dict, dict | None]], ks=KS) -> dict:
             skipped += 1
             continue
         per_task[g["task_id"]].append(bool(e["passed"]))
+    return per_task, statuses, skipped
+
+
+def _speed(records: list[tuple[dict, dict | None]], problems: int) -> tuple[dict, dict]:
+    gen_ms = sum(g.get("gen_ms") or 0.0 for g, _ in records)
+    gen_tokens = sum(g.get("generated_tokens") or 0 for g, _ in records)
+    exec_s = [e["exec_s"] for _, e in records if e and e.get("status") != "skipped"]
+    generation = {
+        "tokens": gen_tokens,
+        "ms_total": round(gen_ms, 1),
+        "tokens_per_s": round(gen_tokens / (gen_ms / 1000), 2) if gen_ms > 0 else None,
+        "ms_per_problem": round(gen_ms / problems, 1) if problems and gen_ms > 0 else None,
+    }
+    execution = {
+        "programs": len(exec_s),
+        "s_total": round(sum(exec_s), 3),
+        "s_mean": round(sum(exec_s) / len(exec_s), 4) if exec_s else None,
+    }
+    return generation, execution
+
+
+def summarize_language(records: list[tuple[dict, dict | None]], ks=KS) -> dict:
+    """``records``: (generation, execution-or-None) pairs of one language."""
+    per_task, statuses, skipped = _outcomes(records)
+    syntax = [g.get("syntax_ok") for g, _ in records if g.get("syntax_ok") is not None]
     tasks = sorted(per_task)
     n_min = min((len(v) for v in per_task.values()), default=0)
     passk = {}
@@ -44,6 +65,7 @@ def summarize_language(records: list[tuple[dict, dict | None]], ks=KS) -> dict:
         if tasks and n_min >= k:
             passk[f"pass@{k}"] = float(np.mean([pass_at_k(len(per_task[t]), sum(per_task[t]), k) for t in tasks]))
     problems = {g["task_id"] for g, _ in records}
+    generation, execution = _speed(records, len(problems))
     return {
         "problems": len(problems),
         "problems_scored": len(tasks),
@@ -54,15 +76,6 @@ def summarize_language(records: list[tuple[dict, dict | None]], ks=KS) -> dict:
         "statuses": dict(sorted(statuses.items())),
         "skipped": skipped,
         "syntax_valid_rate": (sum(syntax) / len(syntax)) if syntax else None,
-        "generation": {
-            "tokens": gen_tokens,
-            "ms_total": round(gen_ms, 1),
-            "tokens_per_s": round(gen_tokens / (gen_ms / 1000), 2) if gen_ms > 0 else None,
-            "ms_per_problem": round(gen_ms / len(problems), 1) if problems and gen_ms > 0 else None,
-        },
-        "execution": {
-            "programs": len(exec_s),
-            "s_total": round(sum(exec_s), 3),
-            "s_mean": round(sum(exec_s) / len(exec_s), 4) if exec_s else None,
-        },
+        "generation": generation,
+        "execution": execution,
     }

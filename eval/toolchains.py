@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The sandbox workers' environment. Python programs run in a fork of a worker and inherit it
 # as is (rewriting os.environ in every child costs time), so it is exactly the clean
@@ -123,56 +122,84 @@ def _run(argv: list[str], **kw) -> subprocess.CompletedProcess:
 
 # ----------------------------------------------------------------------------- detection
 
+
+def _detect_python(tc: Toolchain, cache_dir: Path) -> None:
+    import sys
+
+    tc.paths["python"] = sys.executable
+
+
+def _detect_cpp(tc: Toolchain, cache_dir: Path) -> None:
+    gxx = _which("g++")
+    if not gxx:
+        tc.missing = "g++ (Debian package g++)"
+    tc.paths["g++"] = gxx
+    if not os.path.exists(BOOST_HEADER):
+        tc.extras_missing["boost"] = "boost headers (Debian package libboost-dev)"
+    if not os.path.exists(OPENSSL_HEADER):
+        tc.extras_missing["openssl"] = "OpenSSL headers (Debian package libssl-dev)"
+
+
+def _detect_java(tc: Toolchain, cache_dir: Path) -> None:
+    javac, java = _which("javac"), _which("java")
+    if not (javac and java):
+        tc.missing = "javac/java (Debian package openjdk-17-jdk-headless)"
+    tc.paths.update(javac=javac, java=java)
+
+
+def _detect_javascript(tc: Toolchain, cache_dir: Path) -> None:
+    node = _which("node") or _which("nodejs")
+    if not node:
+        tc.missing = "node (Debian package nodejs)"
+    tc.paths["node"] = node
+    md5 = find_js_md5(cache_dir)
+    if md5:
+        tc.paths["js-md5"] = md5
+    else:
+        tc.extras_missing["js-md5"] = "npm package js-md5 (run .ci/toolchains.sh)"
+
+
+def _detect_go(tc: Toolchain, cache_dir: Path) -> None:
+    go = _which("go")
+    if not go:
+        tc.missing = "go (Debian package golang-go)"
+    elif not os.path.isdir(f"{GOPATH}/src/github.com/stretchr/testify/assert"):
+        tc.missing = "testify (Debian package golang-github-stretchr-testify-dev)"
+    tc.paths.update(go=go, gocache=str(cache_dir / "go-build"))
+
+
+def _detect_rust(tc: Toolchain, cache_dir: Path) -> None:
+    if not _which("rustc") or not _which("cargo"):
+        tc.missing = "rustc and cargo"
+        return
+    for crate, pkg in (
+        ("rand-0.8", "librust-rand-dev"),
+        ("regex-1", "librust-regex-dev"),
+        ("md5-0.7", "librust-md5-dev"),
+    ):
+        if not glob.glob(f"{CARGO_REGISTRY}/{crate}*"):
+            tc.missing = f"crate {crate} (Debian package {pkg})"
+
+
+_DETECT = {
+    "python": _detect_python,
+    "cpp": _detect_cpp,
+    "java": _detect_java,
+    "javascript": _detect_javascript,
+    "go": _detect_go,
+    "rust": _detect_rust,
+}
+
+
 def detect(language: str, cache_dir: Path | None = None) -> Toolchain:
     """What is installed for ``language`` (cheap; does not build anything)."""
     cache_dir = Path(cache_dir or default_cache_dir())
     tc = Toolchain(language)
-    if language == "python":
-        import sys
-
-        tc.paths["python"] = sys.executable
-    elif language == "cpp":
-        gxx = _which("g++")
-        if not gxx:
-            tc.missing = "g++ (Debian package g++)"
-        tc.paths["g++"] = gxx
-        if not os.path.exists(BOOST_HEADER):
-            tc.extras_missing["boost"] = "boost headers (Debian package libboost-dev)"
-        if not os.path.exists(OPENSSL_HEADER):
-            tc.extras_missing["openssl"] = "OpenSSL headers (Debian package libssl-dev)"
-    elif language == "java":
-        javac, java = _which("javac"), _which("java")
-        if not (javac and java):
-            tc.missing = "javac/java (Debian package openjdk-17-jdk-headless)"
-        tc.paths.update(javac=javac, java=java)
-    elif language == "javascript":
-        node = _which("node") or _which("nodejs")
-        if not node:
-            tc.missing = "node (Debian package nodejs)"
-        tc.paths["node"] = node
-        md5 = find_js_md5(cache_dir)
-        if md5:
-            tc.paths["js-md5"] = md5
-        else:
-            tc.extras_missing["js-md5"] = "npm package js-md5 (run .ci/toolchains.sh)"
-    elif language == "go":
-        go = _which("go")
-        if not go:
-            tc.missing = "go (Debian package golang-go)"
-        elif not os.path.isdir(f"{GOPATH}/src/github.com/stretchr/testify/assert"):
-            tc.missing = "testify (Debian package golang-github-stretchr-testify-dev)"
-        tc.paths.update(go=go, gocache=str(cache_dir / "go-build"))
-    elif language == "rust":
-        rustc = _which("rustc")
-        if not rustc or not _which("cargo"):
-            tc.missing = "rustc and cargo"
-        else:
-            for crate, pkg in (("rand-0.8", "librust-rand-dev"), ("regex-1", "librust-regex-dev"),
-                               ("md5-0.7", "librust-md5-dev")):
-                if not glob.glob(f"{CARGO_REGISTRY}/{crate}*"):
-                    tc.missing = f"crate {crate} (Debian package {pkg})"
-    else:
+    step = _DETECT.get(language)
+    if step is None:
         tc.missing = f"no executor for language {language!r}"
+    else:
+        step(tc, cache_dir)
     return tc
 
 
@@ -190,6 +217,7 @@ def find_js_md5(cache_dir: Path) -> str | None:
 
 
 # ----------------------------------------------------------------------------- preparation
+
 
 def prepare(language: str, cache_dir: Path | None = None, log=None) -> Toolchain:
     """``detect`` plus one-off work (build Rust crates, warm the Go cache). Idempotent."""
@@ -238,10 +266,14 @@ def prepare_rust(cache_dir: Path, log=None) -> dict:
         cargo = os.path.join(os.path.dirname(rustc), "cargo")  # same toolchain as rustc, no rustup proxy
         if not os.access(cargo, os.X_OK):
             cargo = _which("cargo")
-        env = dict(os.environ, PATH=f"{os.path.dirname(rustc)}:{os.environ.get('PATH', SYSTEM_PATH)}",
-                   CARGO_HOME=str(root / "cargo-home"), CARGO_TARGET_DIR=str(root / "target"), RUSTC=rustc)
-        res = _run([cargo, "build", "--release", "--offline", "--message-format=json"],
-                   cwd=root, env=env, timeout=1800)
+        env = dict(
+            os.environ,
+            PATH=f"{os.path.dirname(rustc)}:{os.environ.get('PATH', SYSTEM_PATH)}",
+            CARGO_HOME=str(root / "cargo-home"),
+            CARGO_TARGET_DIR=str(root / "target"),
+            RUSTC=rustc,
+        )
+        res = _run([cargo, "build", "--release", "--offline", "--message-format=json"], cwd=root, env=env, timeout=1800)
         if res.returncode != 0:
             raise ToolchainMissing(f"building the Rust crates failed: {res.stderr.strip()[-800:]}")
         extern, deps_dir = {}, None
@@ -291,8 +323,9 @@ def prepare_go(go: str, gocache: Path, cache_dir: Path, log=None) -> None:
         gocache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as d:
             Path(d, "main_test.go").write_text(GO_WARMUP)
-            res = _run([go, "test", "-c", "-o", "warm.test", "main_test.go"], cwd=d,
-                       env=go_env(str(gocache), d), timeout=900)
+            res = _run(
+                [go, "test", "-c", "-o", "warm.test", "main_test.go"], cwd=d, env=go_env(str(gocache), d), timeout=900
+            )
         if res.returncode != 0:
             raise ToolchainMissing(f"go cannot build a testify test offline: {res.stderr.strip()[-800:]}")
         stamp.write_text("ok\n")
