@@ -64,7 +64,9 @@ def test_wrong_samples_are_listed_and_several_samples_give_pass_at_k(tmp_path):
     failed = report["failures"]["python"]
     assert [(f["task_id"], f["sample"]) for f in failed] == [(p["task_id"], 1) for p in problems]
     assert all(f["status"] == "failed" and f["excerpt"] for f in failed)
-    assert "## Failed tasks" in (tmp_path / "o" / "report.md").read_text()
+    assert report["overall"]["pass@1"] == 0.5 and report["overall"]["problems"] == 3
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "## Failed tasks" in md and "| **overall** | 3 | 2 | 50.0% |" in md
     assert "FAILED python HumanEval/0 #1" in res.output
 
 
