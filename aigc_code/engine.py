@@ -123,11 +123,23 @@ class Engine:
         if self.fim_layout == "spm":
             # suffix first: while the user types, everything up to the cursor is unchanged from the
             # last request, so the KV cache covers the whole prompt except the new characters
-            ids = (self._bos() + self._special(self.fim.prefix) + self._special(self.fim.suffix) + suf
-                   + self._special(self.fim.middle) + pre)
+            ids = (
+                self._bos()
+                + self._special(self.fim.prefix)
+                + self._special(self.fim.suffix)
+                + suf
+                + self._special(self.fim.middle)
+                + pre
+            )
         else:
-            ids = (self._bos() + self._special(self.fim.prefix) + pre + self._special(self.fim.suffix) + suf
-                   + self._special(self.fim.middle))
+            ids = (
+                self._bos()
+                + self._special(self.fim.prefix)
+                + pre
+                + self._special(self.fim.suffix)
+                + suf
+                + self._special(self.fim.middle)
+            )
         return Prompt(ids, heal)
 
     def _heal(self, ids: list[int]) -> tuple[list[int], str]:
@@ -159,14 +171,20 @@ class Engine:
         return ids
 
     # -- generation ---------------------------------------------------------------------------
-    def complete(self, prefix: str, suffix: str = "", config: GenerationConfig | None = None,
-                 cancel: CancellationToken | None = None) -> GenerationResult:
+    def complete(
+        self,
+        prefix: str,
+        suffix: str = "",
+        config: GenerationConfig | None = None,
+        cancel: CancellationToken | None = None,
+    ) -> GenerationResult:
         """Fill in the text between `prefix` and `suffix` (the cursor position)."""
         config = config or GenerationConfig()
         return self.run(self.build_prompt(prefix, suffix, config.max_new_tokens), config, cancel)
 
-    def generate(self, prompt: str, config: GenerationConfig | None = None,
-                 cancel: CancellationToken | None = None) -> GenerationResult:
+    def generate(
+        self, prompt: str, config: GenerationConfig | None = None, cancel: CancellationToken | None = None
+    ) -> GenerationResult:
         """Continue plain text (no FIM layout)."""
         config = config or GenerationConfig()
         ids = self.encode(prompt)
@@ -174,7 +192,9 @@ class Engine:
         ids, heal = self._heal(ids[-budget:])
         return self.run(Prompt(self._bos() + ids, heal), config, cancel)
 
-    def run(self, prompt: Prompt, config: GenerationConfig, cancel: CancellationToken | None = None) -> GenerationResult:
+    def run(
+        self, prompt: Prompt, config: GenerationConfig, cancel: CancellationToken | None = None
+    ) -> GenerationResult:
         with self.lock, torch.inference_mode():
             return self._decode(prompt, config, cancel or CancellationToken())
 
@@ -183,8 +203,9 @@ class Engine:
         n = max(1, cfg.n)
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed) if cfg.seed is not None else None
         cache, fed, reused = self._prefill_cache(prompt.ids)
-        out = self._lm(input_ids=self._tensor([prompt.ids[reused:]]), use_cache=True, **self._keep_last,
-                       **{self._cache_kw: cache})
+        out = self._lm(
+            input_ids=self._tensor([prompt.ids[reused:]]), use_cache=True, **self._keep_last, **{self._cache_kw: cache}
+        )
         logits = out.logits[:, -1, :].float()
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -203,8 +224,11 @@ class Engine:
                     run.accept(i, int(chosen[i]), float(chosen_logprob[i]))
             if run.done:
                 break
-            draft = self._lookup_draft(prompt.ids + run.tokens[0], cfg.prompt_lookup) if (
-                speculate and not run.heal_left[0]) else []
+            draft = (
+                self._lookup_draft(prompt.ids + run.tokens[0], cfg.prompt_lookup)
+                if (speculate and not run.heal_left[0])
+                else []
+            )
             logits = self._step(chosen, draft, cache, fed, run)
         run.finish_all("length")
         self._kv = (fed, cache) if (n == 1 and self.reuse_kv) else None
@@ -295,8 +319,9 @@ class Engine:
         except ModelLoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - anything here would fail on the first request
-            raise ModelLoadError(f"{self.path} cannot be served: a test generation failed "
-                                 f"({type(exc).__name__}: {_one_line(exc)})") from exc
+            raise ModelLoadError(
+                f"{self.path} cannot be served: a test generation failed ({type(exc).__name__}: {_one_line(exc)})"
+            ) from exc
 
     def forget_cache(self) -> None:
         self._kv = None
@@ -383,8 +408,10 @@ class _Candidates:
             self.finish[i] = "length"
 
     def candidates(self) -> list[Candidate]:
-        return [Candidate(self.texts[i], self.logprobs[i], self.finish[i] or "length", self.tokens[i])
-                for i in range(len(self.tokens))]
+        return [
+            Candidate(self.texts[i], self.logprobs[i], self.finish[i] or "length", self.tokens[i])
+            for i in range(len(self.tokens))
+        ]
 
 
 def _interruption(cancel: CancellationToken, cfg: GenerationConfig, start: float) -> str | None:
@@ -463,8 +490,10 @@ def _check_cache_layers(cache) -> None:
 
     for layer in getattr(cache, "layers", None) or []:
         if type(layer) is not DynamicLayer:
-            raise ModelLoadError(f"its KV cache uses {type(layer).__name__} layers, which cannot be rolled back; "
-                                 f"aigc-code serves models with a plain KV cache")
+            raise ModelLoadError(
+                f"its KV cache uses {type(layer).__name__} layers, which cannot be rolled back; "
+                f"aigc-code serves models with a plain KV cache"
+            )
 
 
 def _one_line(exc: Exception) -> str:
@@ -472,8 +501,14 @@ def _one_line(exc: Exception) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def load_engine(model=None, adapter=None, device: str | None = None, dtype: str | None = None,
-                reuse_kv: bool = True, quantize: str | None = None) -> Engine:
+def load_engine(
+    model=None,
+    adapter=None,
+    device: str | None = None,
+    dtype: str | None = None,
+    reuse_kv: bool = True,
+    quantize: str | None = None,
+) -> Engine:
     """Load a local checkpoint (default: the embedded model), check it can be served, wrap it in an `Engine`."""
     engine = Engine(load_model(model, adapter, device, dtype, quantize), reuse_kv=reuse_kv)
     engine.check_servable()

@@ -33,10 +33,20 @@ class FimTokens:
 # Known families, most specific first. Detection looks these strings up in the tokenizer's vocabulary.
 # CodeGemma uses Qwen's three marker names; its `<|file_separator|>` (Qwen has `<|file_sep|>`) tells them apart.
 KNOWN_FIM = [
-    FimTokens("codegemma", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|file_separator|>",),
-              requires=("<|file_separator|>",)),
-    FimTokens("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|fim_pad|>", "<|endoftext|>", "<|file_sep|>")),
-    FimTokens("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", ("<fim_pad>", "<file_sep>", "<|endoftext|>")),
+    FimTokens(
+        "codegemma",
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        ("<|file_separator|>",),
+        requires=("<|file_separator|>",),
+    ),
+    FimTokens(
+        "qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|fim_pad|>", "<|endoftext|>", "<|file_sep|>")
+    ),
+    FimTokens(
+        "starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", ("<fim_pad>", "<file_sep>", "<|endoftext|>")
+    ),
     FimTokens("deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", ("<|EOT|>",)),
     FimTokens("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", ("▁<EOT>",)),
     FimTokens("codellama", "<PRE>", "<SUF>", "<MID>", ("<EOT>",)),

@@ -19,7 +19,12 @@ DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 HINT = f"pass --model PATH to a local Hugging Face checkpoint directory (or set {MODEL_ENV})"
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 @dataclass
@@ -57,8 +62,14 @@ def pick_dtype(device, dtype: str | None = None):
     """CUDA: bf16 where supported, else fp16. CPU: fp32 (fast and exact on CPU)."""
     import torch
 
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if dtype not in (None, "auto"):
         if dtype not in names:
             raise ModelLoadError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
@@ -100,8 +111,13 @@ def load_tokenizer(path: Path):
         raise ModelLoadError(f"cannot load the tokenizer in {path}: {_short(exc)}") from exc
 
 
-def load_model(model: str | Path | None = None, adapter: str | Path | None = None, device: str | None = None,
-               dtype: str | None = None, quantize: str | None = None) -> Loaded:
+def load_model(
+    model: str | Path | None = None,
+    adapter: str | Path | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    quantize: str | None = None,
+) -> Loaded:
     """Load model + tokenizer (+ adapter) from local files, on the best available device.
 
     `quantize="int8"` (CPU only, opt-in) converts Linear layers to dynamic int8 after loading.
@@ -124,8 +140,10 @@ def load_model(model: str | Path | None = None, adapter: str | Path | None = Non
         raise ModelLoadError(f"cannot load model weights from {path}: {_short(exc)}") from exc
     vocab = lm.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab:
-        raise ModelLoadError(f"tokenizer/model mismatch in {path}: the tokenizer has {len(tokenizer)} tokens "
-                             f"but the model's embedding has {vocab} rows")
+        raise ModelLoadError(
+            f"tokenizer/model mismatch in {path}: the tokenizer has {len(tokenizer)} tokens "
+            f"but the model's embedding has {vocab} rows"
+        )
     adapter_path = None
     if adapter:
         adapter_path = Path(adapter).expanduser()
@@ -159,15 +177,19 @@ def attach_adapter(model, adapter: Path):
 
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
-        raise ModelLoadError(f"adapter {adapter} has no adapter_config.json (not a peft adapter directory); "
-                             f"pass --adapter DIR written by `aigc-code finetune`")
+        raise ModelLoadError(
+            f"adapter {adapter} has no adapter_config.json (not a peft adapter directory); "
+            f"pass --adapter DIR written by `aigc-code finetune`"
+        )
     fingerprint_file = adapter / "base_model.json"
     if fingerprint_file.is_file():
         expected = json.loads(fingerprint_file.read_text())
         actual = base_fingerprint(model)
         if expected.get("fingerprint") != actual["fingerprint"]:
-            raise ModelLoadError(f"adapter {adapter} was trained for another base model "
-                                 f"({expected.get('description')}); this model is {actual['description']}")
+            raise ModelLoadError(
+                f"adapter {adapter} was trained for another base model "
+                f"({expected.get('description')}); this model is {actual['description']}"
+            )
     import warnings
 
     try:

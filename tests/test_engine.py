@@ -60,7 +60,7 @@ def test_token_healing_reproduces_removed_text(tiny_engine):
     # generation was constrained to spell out the healed characters before anything else
     assert raw.startswith(prompt.heal) or prompt.heal.startswith(raw)
     if raw.startswith(prompt.heal):
-        assert result.text == raw[len(prompt.heal):].rstrip("\ufffd")
+        assert result.text == raw[len(prompt.heal) :].rstrip("\ufffd")
 
 
 def test_greedy_is_deterministic_and_reports_timings(tiny_engine):
@@ -127,7 +127,9 @@ def test_long_prompt_is_truncated_to_context(tiny_engine):
     assert result.prompt_tokens <= tiny_engine.max_context
 
 
-@pytest.mark.parametrize("prefix", [PREFIX, "x = [1, 2, 3]\nx = [1, 2, 3]\nx = [1, 2", "import os\nimport sys\nimport "])
+@pytest.mark.parametrize(
+    "prefix", [PREFIX, "x = [1, 2, 3]\nx = [1, 2, 3]\nx = [1, 2", "import os\nimport sys\nimport "]
+)
 def test_prompt_lookup_decoding_is_identical_to_plain_greedy(tiny_model, prefix):
     engine = load_engine(tiny_model, reuse_kv=False)
     plain = engine.complete(prefix, SUFFIX, GenerationConfig(max_new_tokens=40, prompt_lookup=0))
@@ -149,7 +151,9 @@ def test_left_truncation_is_stable_across_keystrokes(tiny_engine):
     a = tiny_engine.build_prompt(long_prefix + "res", "", 32)
     b = tiny_engine.build_prompt(long_prefix + "result", "", 32)
     assert len(a.ids) <= tiny_engine.max_context and len(b.ids) <= tiny_engine.max_context
-    common = next((i for i, (x, y) in enumerate(zip(a.ids, b.ids)) if x != y), min(len(a.ids), len(b.ids)))
+    common = next(
+        (i for i, (x, y) in enumerate(zip(a.ids, b.ids, strict=False)) if x != y), min(len(a.ids), len(b.ids))
+    )
     assert common > len(a.ids) - 16  # only the last few tokens differ: the KV cache can be reused
 
 
@@ -173,9 +177,16 @@ def test_threads_environment_variable_sets_torch_threads(tiny_model):
     import subprocess
     import sys
 
-    code = ("import torch; from aigc_code.engine import load_engine; "
-            f"load_engine({str(tiny_model)!r}); print(torch.get_num_threads())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "AIGC_CODE_THREADS": "1"})
+    code = (
+        "import torch; from aigc_code.engine import load_engine; "
+        f"load_engine({str(tiny_model)!r}); print(torch.get_num_threads())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AIGC_CODE_THREADS": "1"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "1"

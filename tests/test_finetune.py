@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_finetune_data import AWS_ID, AWS_SECRET, GITHUB, JWT, PEM, SLACK, _module, _write
 
 from aigc_code.engine import GenerationConfig, load_engine
 from aigc_code.errors import CheckpointError
 from aigc_code.finetune.train import FinetuneConfig, run_finetune
-
-from test_finetune_data import AWS_ID, AWS_SECRET, GITHUB, JWT, PEM, SLACK, _module, _write
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,8 +27,10 @@ IGNORED_MARKER = "ignored_marker_do_not_learn"
 def _js_module(name: str, n: int) -> str:
     out = [f"// {name}: small helpers\n", "'use strict';\n"]
     for i in range(n):
-        out.append(f"\nfunction {name}{i}(items, limit = {i + 3}) {{\n  const kept = items.filter((x) => x > {i});\n"
-                   f"  return kept.slice(0, limit).map((x) => x * {i + 2});\n}}\n")
+        out.append(
+            f"\nfunction {name}{i}(items, limit = {i + 3}) {{\n  const kept = items.filter((x) => x > {i});\n"
+            f"  return kept.slice(0, limit).map((x) => x * {i + 2});\n}}\n"
+        )
     out.append(f"\nmodule.exports = {{ {', '.join(f'{name}{i}' for i in range(n))} }};\n")
     return "".join(out)
 
@@ -39,15 +40,17 @@ def tiny_repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     files = {f"pkg/{name}.py": _module(name, 10) for name in ("shapes", "units", "colors", "ledger", "queue", "paths")}
     files.update({f"web/{name}.js": _js_module(name, 8) for name in ("grid", "cart", "menu")})
-    files.update({
-        ".gitignore": "local_settings.py\n",
-        "local_settings.py": f"{IGNORED_MARKER} = True\n" + _module("local", 3),
-        "pkg/cloud.py": f"AWS_ACCESS_KEY_ID = '{AWS_ID}'\nAWS_SECRET_ACCESS_KEY = '{AWS_SECRET}'\n"
-                        + _module("cloud", 3),
-        "pkg/deploy_key.py": f'DEPLOY_KEY = """{PEM}"""\n' + _module("deploy", 3),
-        "web/notify.js": f"const GITHUB_TOKEN = '{GITHUB}';\nconst SLACK = '{SLACK}';\nconst SESSION = '{JWT}';\n"
-                         + _js_module("notify", 3),
-    })
+    files.update(
+        {
+            ".gitignore": "local_settings.py\n",
+            "local_settings.py": f"{IGNORED_MARKER} = True\n" + _module("local", 3),
+            "pkg/cloud.py": f"AWS_ACCESS_KEY_ID = '{AWS_ID}'\nAWS_SECRET_ACCESS_KEY = '{AWS_SECRET}'\n"
+            + _module("cloud", 3),
+            "pkg/deploy_key.py": f'DEPLOY_KEY = """{PEM}"""\n' + _module("deploy", 3),
+            "web/notify.js": f"const GITHUB_TOKEN = '{GITHUB}';\nconst SLACK = '{SLACK}';\nconst SESSION = '{JWT}';\n"
+            + _js_module("notify", 3),
+        }
+    )
     _write(root, files)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
@@ -55,8 +58,19 @@ def tiny_repo(tmp_path_factory):
 
 
 def small_config(**kw) -> FinetuneConfig:
-    base = dict(max_steps=12, context_length=128, batch_size=4, grad_accum=1, lr=3e-2, rank=8, alpha=16,
-                eval_lines=6, eval_spans=3, eval_windows=4, checkpoint_every=5)
+    base = dict(
+        max_steps=12,
+        context_length=128,
+        batch_size=4,
+        grad_accum=1,
+        lr=3e-2,
+        rank=8,
+        alpha=16,
+        eval_lines=6,
+        eval_spans=3,
+        eval_windows=4,
+        checkpoint_every=5,
+    )
     base.update(kw)
     return FinetuneConfig(**base)
 
@@ -65,15 +79,21 @@ def small_config(**kw) -> FinetuneConfig:
 def finetuned(tiny_model, tiny_repo, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter") / "out"
     messages: list[str] = []
-    report = run_finetune(tiny_repo, out, base=str(tiny_model), cfg=small_config(), device="cpu",
-                          threads=1, echo=messages.append)  # one thread: fast and steady on a busy machine
+    report = run_finetune(
+        tiny_repo, out, base=str(tiny_model), cfg=small_config(), device="cpu", threads=1, echo=messages.append
+    )  # one thread: fast and steady on a busy machine
     return out, report, messages
 
 
 def test_adapter_written_and_reloads_with_changed_completions(finetuned, tiny_model):
     out, report, _ = finetuned
-    for name in ("adapter_config.json", "adapter_model.safetensors", "base_model.json", "finetune_report.json",
-                 "finetune_report.md"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "base_model.json",
+        "finetune_report.json",
+        "finetune_report.md",
+    ):
         assert (out / name).is_file(), name
     assert report["training"]["steps"] == 12 and report["training"]["stop_reason"] == "completed"
     cfg = GenerationConfig(max_new_tokens=12)
@@ -88,8 +108,14 @@ def test_adapter_written_and_reloads_with_changed_completions(finetuned, tiny_mo
 def test_report_has_before_after_table(finetuned):
     out, report, _ = finetuned
     table = {row["metric"]: row for row in report["evaluation"]["table"]}
-    assert set(table) == {"validation loss (nats/token)", "validation perplexity", "next-line exact match",
-                          "next-line edit similarity", "span exact match", "span edit similarity"}
+    assert set(table) == {
+        "validation loss (nats/token)",
+        "validation perplexity",
+        "next-line exact match",
+        "next-line edit similarity",
+        "span exact match",
+        "span edit similarity",
+    }
     assert table["validation loss (nats/token)"]["tuned"] < table["validation loss (nats/token)"]["base"]
     assert report["evaluation"]["base"]["next_line"]["n"] == 6
     md = (out / "finetune_report.md").read_text()
@@ -107,9 +133,11 @@ def test_secrets_and_ignored_files_never_reach_training(finetuned, tiny_repo, ti
 
     out, report, _ = finetuned
     listed = {s["path"]: {r["rule"] for r in s["rules"]} for s in report["data"]["secrets"]}
-    assert listed == {"pkg/cloud.py": {"aws-access-key-id", "aws-secret-access-key"},
-                      "pkg/deploy_key.py": {"private-key"},
-                      "web/notify.js": {"github-token", "slack-token", "jwt"}}
+    assert listed == {
+        "pkg/cloud.py": {"aws-access-key-id", "aws-secret-access-key"},
+        "pkg/deploy_key.py": {"private-key"},
+        "web/notify.js": {"github-token", "slack-token", "jwt"},
+    }
     reports = (out / "finetune_report.json").read_text() + (out / "finetune_report.md").read_text()
     for secret in SECRETS:
         assert secret not in reports
@@ -154,13 +182,39 @@ def test_merge_output_loads_and_matches_adapter(finetuned, tiny_model, tmp_path)
 
 def test_resume_after_kill_continues_from_checkpoint(tiny_model, tiny_repo, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "aigc_code", "finetune", str(tiny_repo), "--out", str(out),
-           "--model", str(tiny_model), "--max-steps", "100000", "--checkpoint-every", "3", "--context-length", "64",
-           "--batch-size", "2", "--grad-accum", "1", "--eval-lines", "2", "--eval-spans", "1", "--device", "cpu",
-           "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "aigc_code",
+        "finetune",
+        str(tiny_repo),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model),
+        "--max-steps",
+        "100000",
+        "--checkpoint-every",
+        "3",
+        "--context-length",
+        "64",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--eval-lines",
+        "2",
+        "--eval-spans",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint" / "COMPLETE").exists():
@@ -176,8 +230,16 @@ def test_resume_after_kill_continues_from_checkpoint(tiny_model, tiny_repo, tmp_
     killed_at = state["step"]
     assert killed_at >= 3 and killed_at % 3 == 0 and "eval_base" in state
     messages: list[str] = []
-    report = run_finetune(tiny_repo, out, base=None, cfg=FinetuneConfig(max_steps=killed_at + 2, eval_lines=2,
-                          eval_spans=1), resume=True, device="cpu", threads=1, echo=messages.append)
+    report = run_finetune(
+        tiny_repo,
+        out,
+        base=None,
+        cfg=FinetuneConfig(max_steps=killed_at + 2, eval_lines=2, eval_spans=1),
+        resume=True,
+        device="cpu",
+        threads=1,
+        echo=messages.append,
+    )
     assert any(f"at step {killed_at}" in m and "resuming" in m for m in messages), messages
     t = report["training"]
     assert t["steps"] == killed_at + 2 and t["runs"] == 2 and t["context"] == 64  # the run's own settings kept
@@ -192,11 +254,20 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_model, tin
     from aigc_code.finetune import train
     from aigc_code.finetune.train import FinetuneError
 
-    cfg = dict(max_steps=6, context_length=64, batch_size=2, grad_accum=2, eval_lines=1, eval_spans=1,
-               eval_windows=1, checkpoint_every=100)
+    cfg = dict(
+        max_steps=6,
+        context_length=64,
+        batch_size=2,
+        grad_accum=2,
+        eval_lines=1,
+        eval_spans=1,
+        eval_windows=1,
+        checkpoint_every=100,
+    )
     whole = tmp_path / "whole"
-    run_finetune(tiny_repo, whole, base=str(tiny_model), cfg=small_config(**cfg), device="cpu", threads=1,
-                 echo=lambda m: None)
+    run_finetune(
+        tiny_repo, whole, base=str(tiny_model), cfg=small_config(**cfg), device="cpu", threads=1, echo=lambda m: None
+    )
     real_lr_at = train.lr_at
 
     def ctrl_c_at_step_4(step, *args):
@@ -207,8 +278,15 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_model, tin
     split = tmp_path / "split"
     monkeypatch.setattr(train, "lr_at", ctrl_c_at_step_4)
     with pytest.raises(FinetuneError, match="interrupted at step 4 of 6.*--resume"):
-        run_finetune(tiny_repo, split, base=str(tiny_model), cfg=small_config(**cfg), device="cpu", threads=1,
-                     echo=lambda m: None)
+        run_finetune(
+            tiny_repo,
+            split,
+            base=str(tiny_model),
+            cfg=small_config(**cfg),
+            device="cpu",
+            threads=1,
+            echo=lambda m: None,
+        )
     monkeypatch.setattr(train, "lr_at", real_lr_at)
     run_finetune(tiny_repo, split, cfg=small_config(**cfg), resume=True, device="cpu", threads=1, echo=lambda m: None)
     a, b = load_file(whole / "adapter_model.safetensors"), load_file(split / "adapter_model.safetensors")
@@ -233,14 +311,16 @@ def test_damaged_checkpoint_is_a_clear_error(finetuned, tiny_repo, tmp_path):
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="adapter_model.safetensors is truncated"):
-        run_finetune(tiny_repo, out, cfg=FinetuneConfig(max_steps=14), resume=True, device="cpu", threads=1,
-                     echo=lambda m: None)
+        run_finetune(
+            tiny_repo, out, cfg=FinetuneConfig(max_steps=14), resume=True, device="cpu", threads=1, echo=lambda m: None
+        )
     weights.write_bytes(data)
     optimizer = out / "checkpoint" / "optimizer.pt"
     optimizer.write_bytes(b"\0" * optimizer.stat().st_size)  # same size, garbage content
     with pytest.raises(CheckpointError, match="optimizer.pt is corrupt"):
-        run_finetune(tiny_repo, out, cfg=FinetuneConfig(max_steps=14), resume=True, device="cpu", threads=1,
-                     echo=lambda m: None)
+        run_finetune(
+            tiny_repo, out, cfg=FinetuneConfig(max_steps=14), resume=True, device="cpu", threads=1, echo=lambda m: None
+        )
 
 
 def test_cli_one_line_error_for_missing_repo(tmp_path, tiny_model):
@@ -248,7 +328,8 @@ def test_cli_one_line_error_for_missing_repo(tmp_path, tiny_model):
 
     from aigc_code.cli import app
 
-    result = CliRunner().invoke(app, ["finetune", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
-                                      "--model", str(tiny_model)])
+    result = CliRunner().invoke(
+        app, ["finetune", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--model", str(tiny_model)]
+    )
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("error:") and "not a directory" in result.output

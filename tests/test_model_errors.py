@@ -66,8 +66,9 @@ def make_adapter(base_dir, out, seed=0):
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(str(base_dir), local_files_only=True)
     fingerprint = base_fingerprint(base)
-    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                           init_lora_weights=False))
+    lora = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     lora.save_pretrained(out)
     (out / "base_model.json").write_text(json.dumps(fingerprint))
     return out
@@ -101,8 +102,24 @@ def test_not_an_adapter(tmp_path, tiny_model):
 def test_cli_bad_model_path_exits_with_one_line(tmp_path):
     src = tmp_path / "a.py"
     src.write_text("def f():\n    return 1\n")
-    proc = subprocess.run([sys.executable, "-m", "aigc_code", "complete", str(src), "--line", "2", "--column", "5",
-                           "--model", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aigc_code",
+            "complete",
+            str(src),
+            "--line",
+            "2",
+            "--column",
+            "5",
+            "--model",
+            str(tmp_path / "missing"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "--model" in lines[0]
@@ -111,9 +128,27 @@ def test_cli_bad_model_path_exits_with_one_line(tmp_path):
 def test_cli_complete_with_tiny_model_json(tmp_path, tiny_model):
     src = tmp_path / "a.py"
     src.write_text("import os\n\ndef f():\n    return os.getcwd()\n")
-    proc = subprocess.run([sys.executable, "-m", "aigc_code", "complete", str(src), "--line", "4", "--column", "5",
-                           "--model", str(tiny_model), "--json", "--max-new-tokens", "8"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aigc_code",
+            "complete",
+            str(src),
+            "--line",
+            "4",
+            "--column",
+            "5",
+            "--model",
+            str(tiny_model),
+            "--json",
+            "--max-new-tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["language"] == "python" and out["timings"]["prompt_tokens"] > 0
@@ -123,6 +158,10 @@ def test_cli_complete_with_tiny_model_json(tmp_path, tiny_model):
 def test_cli_position_out_of_range(tmp_path, tiny_model):
     src = tmp_path / "a.py"
     src.write_text("x = 1\n")
-    proc = subprocess.run([sys.executable, "-m", "aigc_code", "complete", str(src), "--line", "40",
-                           "--model", str(tiny_model)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aigc_code", "complete", str(src), "--line", "40", "--model", str(tiny_model)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "line 40 is out of range" in proc.stderr

@@ -33,9 +33,15 @@ REPO = Path(__file__).resolve().parents[1]
 WINDOW = 48  # the sliding window of the qwen2-sliding-yarn and starcoder2 checkpoints
 # name -> (FIM family or None, whether prompts start with BOS)
 EXPECTED = {
-    "qwen2.5-coder": ("qwen", False), "qwen2-sliding-yarn": ("qwen", False), "qwen2-bin": ("qwen", False),
-    "qwen3-moe": ("qwen", False), "starcoder2": ("starcoder", False), "gpt-bigcode": ("starcoder", False),
-    "llama3": (None, True), "deepseek-coder": ("deepseek", True), "deepseek-v3": ("deepseek", True),
+    "qwen2.5-coder": ("qwen", False),
+    "qwen2-sliding-yarn": ("qwen", False),
+    "qwen2-bin": ("qwen", False),
+    "qwen3-moe": ("qwen", False),
+    "starcoder2": ("starcoder", False),
+    "gpt-bigcode": ("starcoder", False),
+    "llama3": (None, True),
+    "deepseek-coder": ("deepseek", True),
+    "deepseek-v3": ("deepseek", True),
     "no-fim": (None, False),
 }
 CODE = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\n"
@@ -63,8 +69,14 @@ def engine_for(checkpoints):
 
 def cli(*args, timeout=240, cwd=REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "AIGC_CODE_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "aigc_code", *map(str, args)], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "aigc_code", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 # -- every checkpoint, through the library engine ---------------------------------------------------
@@ -96,8 +108,14 @@ def test_sliding_window_decode_matches_transformers_generate(engine_for, name):
     engine.run(Prompt(ids[:-7]), cfg)  # leaves a cache the next request crops and reuses
     ours = engine.run(Prompt(ids), cfg).candidates[0]
     with torch.inference_mode():
-        ref = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                    max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
+        ref = engine.model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=40,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
     assert ours.token_ids == ref[0, len(ids) : len(ids) + len(ours.token_ids)].tolist()
 
 
@@ -169,8 +187,12 @@ def test_finetune_examples_have_bos_and_no_marker_ids_from_text(engine_for, name
 
     engine = engine_for(name)
     text = 'QWEN = "<|fim_prefix|>"\nDEEPSEEK = "<｜fim▁begin｜>"\nTHINK = "<think>"\n' + CODE * 3
-    builder = ExampleBuilder([SourceFile("fim.py", "python", text)], engine.tokenizer, engine.fim,
-                             ExampleConfig(context=256, fim_rate=1.0 if engine.fim else 0.0))
+    builder = ExampleBuilder(
+        [SourceFile("fim.py", "python", text)],
+        engine.tokenizer,
+        engine.fim,
+        ExampleConfig(context=256, fim_rate=1.0 if engine.fim else 0.0),
+    )
     rng = random.Random(0)
     bos = engine.tokenizer.bos_token_id
     for _ in range(8):
@@ -186,22 +208,38 @@ def test_finetune_examples_have_bos_and_no_marker_ids_from_text(engine_for, name
 def test_serve_answers_inline_completions_over_json_rpc(checkpoints, name):
     client = RawClient(server_cmd(checkpoints[name]))
     try:
-        client.request("initialize", {"processId": None, "rootUri": None, "capabilities": {},
-                                      "initializationOptions": {"aigcCode": {"maxNewTokens": 16}}}, timeout=240)
+        client.request(
+            "initialize",
+            {
+                "processId": None,
+                "rootUri": None,
+                "capabilities": {},
+                "initializationOptions": {"aigcCode": {"maxNewTokens": 16}},
+            },
+            timeout=240,
+        )
         client.notify("initialized", {})
         text = CODE * 12 + "def mul(a, b):\n    "
         uri = "file:///project/main.py"
-        client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
-                                                               "text": text}})
+        client.notify(
+            "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}
+        )
         line = text.count("\n")
         for version, extra in enumerate(["", "r", "re"], start=2):  # keystrokes past the window
             if extra:
-                client.notify("textDocument/didChange", {
-                    "textDocument": {"uri": uri, "version": version},
-                    "contentChanges": [{"text": text + extra}]})
-            response = client.request("textDocument/inlineCompletion", {
-                "textDocument": {"uri": uri}, "position": {"line": line, "character": 4 + len(extra)},
-                "context": {"triggerKind": 1}}, timeout=120)
+                client.notify(
+                    "textDocument/didChange",
+                    {"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": text + extra}]},
+                )
+            response = client.request(
+                "textDocument/inlineCompletion",
+                {
+                    "textDocument": {"uri": uri},
+                    "position": {"line": line, "character": 4 + len(extra)},
+                    "context": {"triggerKind": 1},
+                },
+                timeout=120,
+            )
             assert "result" in response and "error" not in response, response
     finally:
         client.close()
@@ -221,7 +259,9 @@ def _mamba_checkpoint(path: Path, tokenizer_from: Path) -> Path:
     from transformers import AutoTokenizer, MambaConfig, MambaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_from)
-    MambaForCausalLM(MambaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, state_size=4)).save_pretrained(path)
+    MambaForCausalLM(
+        MambaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, state_size=4)
+    ).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
@@ -230,8 +270,20 @@ def _mamba_checkpoint(path: Path, tokenizer_from: Path) -> Path:
 def test_complete_command(checkpoints, tmp_path, name):
     src = tmp_path / "main.py"
     src.write_text(CODE * 12 + "def mul(a, b):\n    \n")
-    res = cli("complete", src, "--line", str(CODE.count("\n") * 12 + 2), "--column", "5", "--model",
-              checkpoints[name], "--max-new-tokens", "8", "--json", "--no-workspace")
+    res = cli(
+        "complete",
+        src,
+        "--line",
+        str(CODE.count("\n") * 12 + 2),
+        "--column",
+        "5",
+        "--model",
+        checkpoints[name],
+        "--max-new-tokens",
+        "8",
+        "--json",
+        "--no-workspace",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "completion" in json.loads(res.stdout)
 
@@ -259,9 +311,32 @@ def run_cli(*args):
 @pytest.mark.parametrize("name", ["qwen3-moe", "deepseek-v3", "starcoder2"])
 def test_finetune_merge_eval(checkpoints, tiny_repo, tmp_path, monkeypatch, name):
     out = tmp_path / "adapter"
-    res = run_cli("finetune", tiny_repo, "--out", out, "--model", checkpoints[name], "--max-steps", "2",
-                  "--context-length", "96", "--batch-size", "1", "--grad-accum", "1", "--eval-lines", "2",
-                  "--eval-spans", "1", "--device", "cpu", "--threads", "1", "--rank", "4")
+    res = run_cli(
+        "finetune",
+        tiny_repo,
+        "--out",
+        out,
+        "--model",
+        checkpoints[name],
+        "--max-steps",
+        "2",
+        "--context-length",
+        "96",
+        "--batch-size",
+        "1",
+        "--grad-accum",
+        "1",
+        "--eval-lines",
+        "2",
+        "--eval-spans",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--rank",
+        "4",
+    )
     assert res.exit_code == 0, res.output[-3000:]
     if name != "starcoder2":  # the fused expert weights are trained too, and it says so
         assert "MoE experts" in res.output and "gate_up_proj" in res.output
@@ -275,8 +350,21 @@ def test_finetune_merge_eval(checkpoints, tiny_repo, tmp_path, monkeypatch, name
     merged = tmp_path / "merged"
     res = run_cli("merge", "--adapter", out, "--out", merged)
     assert res.exit_code == 0, res.output[-3000:]
-    res = run_cli("eval", "run", "--model", merged, "--languages", "python", "--limit", "1", "--max-new-tokens", "8",
-                  "--out", tmp_path / "eval", "-q")
+    res = run_cli(
+        "eval",
+        "run",
+        "--model",
+        merged,
+        "--languages",
+        "python",
+        "--limit",
+        "1",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        tmp_path / "eval",
+        "-q",
+    )
     assert res.exit_code in (0, 1) and not res.output.startswith("error"), res.output[-3000:]
     assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
     assert any((tmp_path / "eval").iterdir())

@@ -25,34 +25,60 @@ def _fail(message: str):
 def finetune_command(
     repo: Annotated[Path, typer.Argument(help="Repository to learn from: a folder or a git checkout.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter directory to write (adapter, checkpoint, report).")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model checkpoint directory "
-                     "(default: $AIGC_CODE_MODEL, else the embedded default model).")] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Base model checkpoint directory (default: $AIGC_CODE_MODEL, else the embedded default model).",
+        ),
+    ] = None,
     base: Annotated[Optional[str], typer.Option("--base", hidden=True, help="Old name of --model.")] = None,
     rank: Annotated[Optional[int], typer.Option("--rank", "-r", help="LoRA rank [default: 16].")] = None,
-    alpha: Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha (scale = alpha / rank) "
-                     "[default: 32].")] = None,
-    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the training files "
-                      "(default 3; not with --max-steps).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps to train "
-                         "(instead of --epochs).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (linear warmup, cosine decay) "
-                  "[default: 0.001].")] = None,
-    context_length: Annotated[Optional[int], typer.Option("--context-length", help="Tokens per training sequence "
-                              "(default: the base model's, at most 1024).")] = None,
+    alpha: Annotated[
+        Optional[float], typer.Option("--alpha", help="LoRA alpha (scale = alpha / rank) [default: 32].")
+    ] = None,
+    epochs: Annotated[
+        Optional[float],
+        typer.Option("--epochs", help="Passes over the training files (default 3; not with --max-steps)."),
+    ] = None,
+    max_steps: Annotated[
+        Optional[int], typer.Option("--max-steps", help="Optimizer steps to train (instead of --epochs).")
+    ] = None,
+    lr: Annotated[
+        Optional[float], typer.Option("--lr", help="Peak learning rate (linear warmup, cosine decay) [default: 0.001].")
+    ] = None,
+    context_length: Annotated[
+        Optional[int],
+        typer.Option(
+            "--context-length", help="Tokens per training sequence (default: the base model's, at most 1024)."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
-    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop training after this many "
-                           "minutes (then save, evaluate and report; --resume continues).")] = None,
+    max_minutes: Annotated[
+        Optional[float],
+        typer.Option(
+            "--max-minutes",
+            help="Stop training after this many minutes (then save, evaluate and report; --resume continues).",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per micro-batch (per GPU).")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step.")] = 2,
     dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout.")] = 0.05,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of files held out for the "
-                            "before/after measurements.")] = 0.1,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Share of files held out for the before/after measurements.")
+    ] = 0.1,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the split, the examples and their order.")] = 0,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = 100,
     eval_lines: Annotated[int, typer.Option("--eval-lines", help="Held-out next-line completions to score.")] = 200,
     eval_spans: Annotated[int, typer.Option("--eval-spans", help="Held-out span completions to score.")] = 100,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu to force CPU; default: CUDA when "
-                      "present (under `accelerate launch`: the process's GPU).")] = None,
+    device: Annotated[
+        Optional[str],
+        typer.Option(
+            "--device",
+            help="cpu to force CPU; default: CUDA when present (under `accelerate launch`: the process's GPU).",
+        ),
+    ] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch.")] = None,
 ):
     """Train a LoRA adapter on REPO's code and report base vs. base + adapter on held-out files."""
@@ -61,13 +87,33 @@ def finetune_command(
 
     explicit = {"rank": rank, "alpha": alpha, "lr": lr}  # given on the command line: --resume refuses a change
     given = {k: v for k, v in explicit.items() if v is not None}
-    cfg = FinetuneConfig(epochs=epochs, max_steps=max_steps, context_length=context_length, batch_size=batch_size,
-                         grad_accum=grad_accum, dropout=dropout, val_fraction=val_fraction, seed=seed,
-                         checkpoint_every=max(1, checkpoint_every), eval_lines=eval_lines, eval_spans=eval_spans,
-                         **given)
+    cfg = FinetuneConfig(
+        epochs=epochs,
+        max_steps=max_steps,
+        context_length=context_length,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        dropout=dropout,
+        val_fraction=val_fraction,
+        seed=seed,
+        checkpoint_every=max(1, checkpoint_every),
+        eval_lines=eval_lines,
+        eval_spans=eval_spans,
+        **given,
+    )
     try:
-        result = run_finetune(repo, out, model=model or base, cfg=cfg, resume=resume, max_minutes=max_minutes,
-                              device=device, threads=threads, echo=lambda m: typer.echo(m, err=True), explicit=given)
+        result = run_finetune(
+            repo,
+            out,
+            model=model or base,
+            cfg=cfg,
+            resume=resume,
+            max_minutes=max_minutes,
+            device=device,
+            threads=threads,
+            echo=lambda m: typer.echo(m, err=True),
+            explicit=given,
+        )
     except FinetuneInterrupted as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(130) from None
@@ -86,8 +132,14 @@ def finetune_command(
 def merge_command(
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter directory written by `aigc-code finetune`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (must not exist or be empty).")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model directory (default: the one "
-                     "the adapter was trained on, else the embedded default model).")] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Base model directory (default: the one the adapter was trained on, else the embedded default model).",
+        ),
+    ] = None,
     base: Annotated[Optional[str], typer.Option("--base", hidden=True, help="Old name of --model.")] = None,
 ):
     """Merge an adapter into its base model's weights and write a standalone checkpoint (+ tokenizer)."""

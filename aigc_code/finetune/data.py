@@ -23,13 +23,49 @@ from aigc_code.languages import language_for_path
 from aigc_code.sourcefiles import Deduplicator, read_text
 
 SKIP_DIRS = {
-    ".git", ".hg", ".svn", ".bzr", "CVS", "_darcs",
-    "node_modules", "bower_components", "jspm_packages", "vendor", "vendors", "third_party", "third-party",
-    "thirdparty", "Pods", "Carthage",
-    "build", "dist", "out", "target", "_build", "cmake-build-debug", "cmake-build-release",
-    ".next", ".nuxt", ".svelte-kit", ".gradle", ".idea", ".vscode", ".cache", "coverage", "htmlcov",
-    "__pycache__", ".venv", "venv", ".env", ".tox", ".nox", ".eggs", ".mypy_cache", ".pytest_cache",
-    ".ruff_cache", "site-packages",
+    ".git",
+    ".hg",
+    ".svn",
+    ".bzr",
+    "CVS",
+    "_darcs",
+    "node_modules",
+    "bower_components",
+    "jspm_packages",
+    "vendor",
+    "vendors",
+    "third_party",
+    "third-party",
+    "thirdparty",
+    "Pods",
+    "Carthage",
+    "build",
+    "dist",
+    "out",
+    "target",
+    "_build",
+    "cmake-build-debug",
+    "cmake-build-release",
+    ".next",
+    ".nuxt",
+    ".svelte-kit",
+    ".gradle",
+    ".idea",
+    ".vscode",
+    ".cache",
+    "coverage",
+    "htmlcov",
+    "__pycache__",
+    ".venv",
+    "venv",
+    ".env",
+    ".tox",
+    ".nox",
+    ".eggs",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    "site-packages",
 }
 
 
@@ -85,8 +121,11 @@ def _skipped_dir(rel: Path) -> bool:
 def git_files(root: Path) -> list[str] | None:
     """Paths (relative to `root`) that git knows and does not ignore, or None if not a git checkout."""
     try:
-        proc = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                              capture_output=True, timeout=120)
+        proc = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode != 0:
@@ -133,37 +172,17 @@ def collect(repo: Path, seed: int = 0, val_fraction: float = 0.1, max_files: int
     dedup = Deduplicator()
     kept: list[SourceFile] = []
     for rel in listed:
-        path = root / rel
-        language = language_for_path(rel)
-        if language is None:
-            data.excluded["not a supported language"] += 1
-            continue
-        if _skipped_dir(Path(rel)):
-            data.excluded["vendored or build folder"] += 1
-            continue
-        if path.is_symlink() or not path.is_file():
-            data.excluded["not a regular file"] += 1
-            continue
-        text, reason = read_text(path)
-        if text is None:
-            data.excluded[reason.split(":")[0]] += 1
-            continue
-        findings = secrets.scan(text)
-        if findings:
-            data.excluded["secret"] += 1
-            data.secrets.append({"path": rel, "rules": [f.to_json() for f in findings]})
-            continue
-        reason = dedup.check_and_add(text)
-        if reason:
-            data.excluded[reason] += 1
-            continue
-        kept.append(SourceFile(rel, language, text))
-        if max_files is not None and len(kept) >= max_files:
-            break
+        file = _admit(root, rel, data, dedup)
+        if file is not None:
+            kept.append(file)
+            if max_files is not None and len(kept) >= max_files:
+                break
     if len(kept) < 2:
-        raise DataError(f"{root} has {len(kept)} usable source file(s) after filtering "
-                        f"({_excluded_text(data.excluded)}); finetuning needs at least 2 "
-                        f"(one to train on, one to validate on)")
+        raise DataError(
+            f"{root} has {len(kept)} usable source file(s) after filtering "
+            f"({_excluded_text(data.excluded)}); finetuning needs at least 2 "
+            f"(one to train on, one to validate on)"
+        )
     n_val = min(len(kept) - 1, max(1, round(val_fraction * len(kept))))
     val = sorted(kept, key=lambda f: split_key(f.path, seed))[:n_val]
     val_paths = {f.path for f in val}
@@ -171,6 +190,36 @@ def collect(repo: Path, seed: int = 0, val_fraction: float = 0.1, max_files: int
     data.val = [f for f in kept if f.path in val_paths]
     data.languages.update(f.language for f in kept)
     return data
+
+
+def _admit(root: Path, rel: str, data: RepoData, dedup: Deduplicator) -> SourceFile | None:
+    """The file as a training candidate, or None (the reason counted in `data.excluded`)."""
+    path = root / rel
+    language = language_for_path(rel)
+    reason = None
+    if language is None:
+        reason = "not a supported language"
+    elif _skipped_dir(Path(rel)):
+        reason = "vendored or build folder"
+    elif path.is_symlink() or not path.is_file():
+        reason = "not a regular file"
+    if reason:
+        data.excluded[reason] += 1
+        return None
+    text, reason = read_text(path)
+    if text is None:
+        data.excluded[reason.split(":")[0]] += 1
+        return None
+    findings = secrets.scan(text)
+    if findings:
+        data.excluded["secret"] += 1
+        data.secrets.append({"path": rel, "rules": [f.to_json() for f in findings]})
+        return None
+    reason = dedup.check_and_add(text)
+    if reason:
+        data.excluded[reason] += 1
+        return None
+    return SourceFile(rel, language, text)
 
 
 def _excluded_text(excluded: Counter) -> str:

@@ -67,8 +67,9 @@ def next_line_tasks(files: list[SourceFile], n: int, seed: int) -> list[Completi
                 candidates.append((f, pos + indent, pos + len(body), content))
             pos += len(line)
     picked = random.Random(seed).sample(candidates, min(n, len(candidates)))
-    return [CompletionTask("next_line", f.path, f.text[:start], f.text[end:], content)
-            for f, start, end, content in picked]
+    return [
+        CompletionTask("next_line", f.path, f.text[:start], f.text[end:], content) for f, start, end, content in picked
+    ]
 
 
 def span_tasks(files: list[SourceFile], n: int, seed: int) -> list[CompletionTask]:
@@ -81,8 +82,10 @@ def span_tasks(files: list[SourceFile], n: int, seed: int) -> list[CompletionTas
                 if len(middle.strip()) >= 3 and middle.count("\n") <= 3:
                     candidates.add((i, s.start, s.end))
     picked = random.Random(seed + 1).sample(sorted(candidates), min(n, len(candidates)))
-    return [CompletionTask("span", files[i].path, files[i].text[:start], files[i].text[end:], files[i].text[start:end])
-            for i, start, end in picked]
+    return [
+        CompletionTask("span", files[i].path, files[i].text[:start], files[i].text[end:], files[i].text[start:end])
+        for i, start, end in picked
+    ]
 
 
 def completion_metrics(engine, tasks: list[CompletionTask], progress=None) -> dict:
@@ -112,9 +115,13 @@ def completion_metrics(engine, tasks: list[CompletionTask], progress=None) -> di
                 samples.append({"path": task.path, "target": target, "prediction": pred})
             if progress:
                 progress()
-        results[kind] = {"n": len(todo), "exact_match": round(exact / len(todo), 4),
-                         "edit_similarity": round(sim / len(todo), 4),
-                         "seconds": round(time.perf_counter() - start, 1), "samples": samples}
+        results[kind] = {
+            "n": len(todo),
+            "exact_match": round(exact / len(todo), 4),
+            "edit_similarity": round(sim / len(todo), 4),
+            "seconds": round(time.perf_counter() - start, 1),
+            "samples": samples,
+        }
     return results
 
 
@@ -161,8 +168,9 @@ def validation_loss(model, windows: list[list[int]], device, pad_id: int, batch_
     return {"loss": round(mean, 4), "perplexity": round(math.exp(min(mean, 50.0)), 3), "tokens": count}
 
 
-def evaluate_model(model, tokenizer, loaded_path, device, dtype, windows, tasks, pad_id, adapter=None,
-                   progress=None) -> dict:
+def evaluate_model(
+    model, tokenizer, loaded_path, device, dtype, windows, tasks, pad_id, adapter=None, progress=None
+) -> dict:
     """Validation loss and completion metrics for one model (plain base or base + adapter)."""
     from aigc_code.engine import Engine
     from aigc_code.loading import Loaded

@@ -57,11 +57,16 @@ class ExampleBuilder:
         self.eos = tokenizer.eos_token_id
         self._encode = TextEncoder(tokenizer, control_tokens(tokenizer))
         self.bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
-        self.marker_ids = ({name: tokenizer.convert_tokens_to_ids(name) for name in (fim.prefix, fim.suffix, fim.middle)}
-                           if fim else {})
+        self.marker_ids = (
+            {name: tokenizer.convert_tokens_to_ids(name) for name in (fim.prefix, fim.suffix, fim.middle)}
+            if fim
+            else {}
+        )
         self.max_middle = max(8, int(cfg.context * cfg.max_middle_fraction))
         self.token_counts = [len(self.encode(f.text)) for f in files]
-        self.chars_per_token = [max(1.0, len(f.text) / max(1, n)) for f, n in zip(files, self.token_counts, strict=True)]
+        self.chars_per_token = [
+            max(1.0, len(f.text) / max(1, n)) for f, n in zip(files, self.token_counts, strict=True)
+        ]
         self._spans: dict[int, FileSpans] = {}
 
     @property
@@ -132,8 +137,9 @@ class ExampleBuilder:
                 break
         else:
             return None
-        prefix, suffix = self.fit(text[: span[0]], text[span[1] :], self.cfg.context - len(mid_ids) - 4,
-                                  self.chars_per_token[i])
+        prefix, suffix = self.fit(
+            text[: span[0]], text[span[1] :], self.cfg.context - len(mid_ids) - 4, self.chars_per_token[i]
+        )
         if rng.random() < self.cfg.spm_rate:
             ids = self.fim_ids(prefix, suffix, middle, spm=True)
         else:

@@ -24,15 +24,33 @@ def comparison(eval_base: dict, eval_tuned: dict) -> list[dict]:
             continue
         before, after = eval_base[section][key], eval_tuned[section][key]
         relative = (after - before) / before if before else None
-        rows.append({"metric": label, "base": before, "tuned": after, "change": round(after - before, 4),
-                     "relative_change": round(relative, 4) if relative is not None else None,
-                     "better": (after > before) if higher else (after < before),
-                     "n": eval_base[section].get("n", eval_base[section].get("tokens"))})
+        rows.append(
+            {
+                "metric": label,
+                "base": before,
+                "tuned": after,
+                "change": round(after - before, 4),
+                "relative_change": round(relative, 4) if relative is not None else None,
+                "better": (after > before) if higher else (after < before),
+                "n": eval_base[section].get("n", eval_base[section].get("tokens")),
+            }
+        )
     return rows
 
 
-def build(*, state: dict, data, cfg, eval_base: dict, eval_tuned: dict, stop_reason: str, out: Path,
-          fim: str | None, run_seconds: float, device: str) -> dict:
+def build(
+    *,
+    state: dict,
+    data,
+    cfg,
+    eval_base: dict,
+    eval_tuned: dict,
+    stop_reason: str,
+    out: Path,
+    fim: str | None,
+    run_seconds: float,
+    device: str,
+) -> dict:
     seconds = state["train_seconds"]
     return {
         "adapter": str(out),
@@ -98,7 +116,8 @@ def markdown(report: dict) -> str:
         "## Data",
         "",
         f"- training: {d['train_files']} files ({d['train_chars']:,} characters); held out: {d['val_files']} files "
-        f"({d['val_chars']:,} characters): " + ", ".join(f"`{p}`" for p in d["val_paths"][:20])
+        f"({d['val_chars']:,} characters): "
+        + ", ".join(f"`{p}`" for p in d["val_paths"][:20])
         + (" ..." if len(d["val_paths"]) > 20 else ""),
         "- languages: " + (", ".join(f"{k} {v}" for k, v in d["languages"].items()) or "none"),
         "- excluded: " + (", ".join(f"{v} {k}" for k, v in d["excluded"].items()) or "nothing"),
@@ -125,15 +144,17 @@ def markdown(report: dict) -> str:
     ]
     if t["history"]:
         first, last = t["history"][0], t["history"][-1]
-        lines.append(f"- training loss {first['loss']:.3f} (step {first['step']}) -> {last['loss']:.3f} "
-                     f"(step {last['step']})")
+        lines.append(
+            f"- training loss {first['loss']:.3f} (step {first['step']}) -> {last['loss']:.3f} (step {last['step']})"
+        )
     samples = e["tuned"].get("next_line", {}).get("samples", [])
     base_samples = e["base"].get("next_line", {}).get("samples", [])
     if samples:
         lines += ["", "## Next-line examples", "", "| file | expected | base | base + adapter |", "|---|---|---|---|"]
         for b, s in zip(base_samples, samples, strict=False):
-            lines.append(f"| `{s['path']}` | `{_cell(s['target'])}` | `{_cell(b['prediction'])}` | "
-                         f"`{_cell(s['prediction'])}` |")
+            lines.append(
+                f"| `{s['path']}` | `{_cell(s['target'])}` | `{_cell(b['prediction'])}` | `{_cell(s['prediction'])}` |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -63,35 +63,52 @@ def _aws_secret(m: re.Match) -> bool:
 
 
 RULES: list[Rule] = [
-    Rule("private-key", re.compile(
-        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----|PuTTY-User-Key-File-\d")),
+    Rule("private-key", re.compile(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----|PuTTY-User-Key-File-\d")),
     # the body of an OpenSSH key starts with base64("openssh-key-v1"); split so this file does not match itself
     Rule("openssh-private-key", re.compile("b3BlbnNz" + "aC1rZXktdjE")),
-    Rule("aws-access-key-id", re.compile(
-        r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])")),
-    Rule("aws-secret-access-key", re.compile(
-        r"(?i)aws.{0,20}?(?:secret|private)?.{0,10}?(?:access)?.{0,5}?key.{0,5}?[\"'\s:=>]{1,6}"
-        r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"), _aws_secret),
-    Rule("gcp-service-account", re.compile(
-        r"\"type\"\s*:\s*\"service_account\"[\s\S]{0,3000}?\"private_key(?:_id)?\"|"
-        r"\"private_key(?:_id)?\"[\s\S]{0,3000}?\"type\"\s*:\s*\"service_account\"")),
+    Rule(
+        "aws-access-key-id",
+        re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    ),
+    Rule(
+        "aws-secret-access-key",
+        re.compile(
+            r"(?i)aws.{0,20}?(?:secret|private)?.{0,10}?(?:access)?.{0,5}?key.{0,5}?[\"'\s:=>]{1,6}"
+            r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+        ),
+        _aws_secret,
+    ),
+    Rule(
+        "gcp-service-account",
+        re.compile(
+            r"\"type\"\s*:\s*\"service_account\"[\s\S]{0,3000}?\"private_key(?:_id)?\"|"
+            r"\"private_key(?:_id)?\"[\s\S]{0,3000}?\"type\"\s*:\s*\"service_account\""
+        ),
+    ),
     Rule("gcp-api-key", re.compile(r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])")),
-    Rule("azure-connection-string", re.compile(
-        r"(?i)(?:AccountKey|SharedAccessKey|SharedAccessSignature)\s*=\s*[A-Za-z0-9+/%=&:-]{20,}")),
+    Rule(
+        "azure-connection-string",
+        re.compile(r"(?i)(?:AccountKey|SharedAccessKey|SharedAccessSignature)\s*=\s*[A-Za-z0-9+/%=&:-]{20,}"),
+    ),
     Rule("github-token", re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,})")),
     Rule("huggingface-token", re.compile(r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{34}(?![A-Za-z0-9])")),
     Rule("gitlab-token", re.compile(r"(?<![A-Za-z0-9_])glpat-[A-Za-z0-9_-]{20}")),
     Rule("slack-token", re.compile(r"(?<![A-Za-z0-9])xox[abpr]-[A-Za-z0-9-]{10,}")),
-    Rule("slack-webhook", re.compile(
-        r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+")),
+    Rule(
+        "slack-webhook", re.compile(r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+")
+    ),
     Rule("stripe-key", re.compile(r"(?<![A-Za-z0-9])(?:sk|rk)_live_[0-9A-Za-z]{20,}")),
     Rule("openai-key", re.compile(r"(?<![A-Za-z0-9])sk-(?:proj-)?[A-Za-z0-9_-]{20}T3BlbkFJ[A-Za-z0-9_-]{20,}")),
     Rule("jwt", re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
-    Rule("generic-secret", re.compile(
-        r"(?i)(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|client[_-]?secret|"
-        r"private[_-]?key|passw(?:or)?d|token)[\"']?\s*(?::=|=>|[:=])\s*"
-        r"[bru]?[\"'`](?P<value>[^\"'`\s]{16,200})[\"'`]"),
-        _generic_secret),
+    Rule(
+        "generic-secret",
+        re.compile(
+            r"(?i)(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|client[_-]?secret|"
+            r"private[_-]?key|passw(?:or)?d|token)[\"']?\s*(?::=|=>|[:=])\s*"
+            r"[bru]?[\"'`](?P<value>[^\"'`\s]{16,200})[\"'`]"
+        ),
+        _generic_secret,
+    ),
 ]
 
 

@@ -26,15 +26,45 @@ KINDS = ("body", "block", "statement", "arguments", "line")
 KIND_WEIGHTS = {"body": 1.0, "block": 1.0, "statement": 1.0, "arguments": 1.0, "line": 2.0}
 
 _BLOCK_TYPES = {
-    "block", "statement_block", "compound_statement", "declaration_list", "class_body", "field_declaration_list",
-    "interface_body", "enum_body", "switch_body", "switch_block", "match_block", "object", "dictionary", "list",
-    "array", "set", "initializer_list", "struct_expression", "composite_literal", "literal_value",
-    "constructor_body", "enum_variant_list", "field_initializer_list", "object_type",
+    "block",
+    "statement_block",
+    "compound_statement",
+    "declaration_list",
+    "class_body",
+    "field_declaration_list",
+    "interface_body",
+    "enum_body",
+    "switch_body",
+    "switch_block",
+    "match_block",
+    "object",
+    "dictionary",
+    "list",
+    "array",
+    "set",
+    "initializer_list",
+    "struct_expression",
+    "composite_literal",
+    "literal_value",
+    "constructor_body",
+    "enum_variant_list",
+    "field_initializer_list",
+    "object_type",
 }
-_ARGUMENT_TYPES = {"argument_list", "arguments", "parameters", "formal_parameters", "parameter_list",
-                   "type_arguments", "type_parameters", "lambda_parameters"}
-_STATEMENT = re.compile(r"(_statement|_declaration|_definition|_item|_declarator|^assignment|^decorated_definition|"
-                        r"^let_declaration|^expression_statement)$")
+_ARGUMENT_TYPES = {
+    "argument_list",
+    "arguments",
+    "parameters",
+    "formal_parameters",
+    "parameter_list",
+    "type_arguments",
+    "type_parameters",
+    "lambda_parameters",
+}
+_STATEMENT = re.compile(
+    r"(_statement|_declaration|_definition|_item|_declarator|^assignment|^decorated_definition|"
+    r"^let_declaration|^expression_statement)$"
+)
 _FUNCTION = re.compile(r"function|method|constructor|lambda|closure|arrow")
 
 

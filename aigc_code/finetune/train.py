@@ -97,8 +97,11 @@ def pick_targets(model) -> tuple[list[str], list[str]]:
     from transformers.pytorch_utils import Conv1D  # GPT-2 style projections, which peft also adapts
 
     linear = {name: m for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
-    linear = {name: m for name, m in linear.items()
-              if name.rsplit(".", 1)[-1] not in NOT_TARGETS and not _is_router(name, m, model)}
+    linear = {
+        name: m
+        for name, m in linear.items()
+        if name.rsplit(".", 1)[-1] not in NOT_TARGETS and not _is_router(name, m, model)
+    }
     experts = sorted(name for name, p in model.named_parameters() if p.dim() == 3)
     if not linear and not experts:
         raise FinetuneError(f"found no Linear layers to put LoRA adapters on in {type(model).__name__}")
@@ -141,10 +144,19 @@ class FinetuneInterrupted(FinetuneError):
 RESUME_FIXED = ("rank", "alpha", "lr", "dropout", "batch_size", "grad_accum", "context_length", "seed")
 
 
-def run_finetune(repo: Path, out: Path, model: str | None = None, cfg: FinetuneConfig | None = None,
-                 resume: bool = False, max_minutes: float | None = None, device: str | None = None,
-                 threads: int | None = None, echo=print, base: str | None = None,
-                 explicit: dict | None = None) -> dict:
+def run_finetune(
+    repo: Path,
+    out: Path,
+    model: str | None = None,
+    cfg: FinetuneConfig | None = None,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    echo=print,
+    base: str | None = None,
+    explicit: dict | None = None,
+) -> dict:
     """Finetune a LoRA adapter on `repo` into `out`; returns the report (also written to `out`).
 
     `explicit`: the settings the user gave on the command line; on `--resume` a changed one is refused.
@@ -187,16 +199,19 @@ class _Run:
             if resume:
                 self.echo(f"no checkpoint in {self.ckpt_dir}; starting a new run")
             elif self.ckpt_dir.exists() or (self.out / "adapter_config.json").exists():
-                raise FinetuneError(f"{self.out} already holds a finetune run: pass --resume to continue it, "
-                                    f"or choose another --out")
+                raise FinetuneError(
+                    f"{self.out} already holds a finetune run: pass --resume to continue it, or choose another --out"
+                )
             return
         self.state = checkpoint.read_state(self.ckpt)
         saved = FinetuneConfig.from_dict(self.state.get("config", {}))
         for name, value in explicit.items():
             if name in RESUME_FIXED and value is not None and value != getattr(saved, name):
                 flag = "--" + name.replace("_", "-")
-                raise FinetuneError(f"--resume continues the run in {self.out}, trained with {flag} "
-                                    f"{getattr(saved, name)}; it cannot change to {value} (choose another --out)")
+                raise FinetuneError(
+                    f"--resume continues the run in {self.out}, trained with {flag} "
+                    f"{getattr(saved, name)}; it cannot change to {value} (choose another --out)"
+                )
         # a resumed run keeps its model and data settings; only how long to train may change
         if self.cfg.max_steps is not None or self.cfg.epochs is not None:
             saved.max_steps, saved.epochs = self.cfg.max_steps, self.cfg.epochs
@@ -240,16 +255,19 @@ class _Run:
 
         self.base_path = resolve_model_path(self.model_arg).resolve()  # absolute: merge may run elsewhere
         try:
-            self.loaded = load_model(self.base_path, device=str(self.dev),
-                                     dtype="bfloat16" if self.dev.type == "cuda" else "float32")
+            self.loaded = load_model(
+                self.base_path, device=str(self.dev), dtype="bfloat16" if self.dev.type == "cuda" else "float32"
+            )
         except ModelLoadError as exc:
             raise FinetuneError(f"--model: {exc}") from None
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.fingerprint = base_fingerprint(self.model)
         saved = self.state.get("base_fingerprint", {})
         if self.ckpt is not None and saved.get("fingerprint") != self.fingerprint["fingerprint"]:
-            raise CheckpointError(f"the checkpoint in {self.ckpt_dir} was trained on another base model "
-                                  f"({saved.get('description')}); pass the same --model")
+            raise CheckpointError(
+                f"the checkpoint in {self.ckpt_dir} was trained on another base model "
+                f"({saved.get('description')}); pass the same --model"
+            )
 
     def _plan(self) -> None:
         from aigc_code.finetune.examples import ExampleBuilder, ExampleConfig
@@ -261,20 +279,27 @@ class _Run:
             self.say(f"--context-length {cfg.context_length} exceeds the base model's {max_ctx}; using {max_ctx}")
         if cfg.spm_rate is None:  # mostly the layout the engine will prompt with, some of the other
             cfg.spm_rate = 0.8 if engine_layout(self.base_path) == "spm" else 0.2
-        self.builder = ExampleBuilder(self.data.train, self.tokenizer, self.fim,
-                                      ExampleConfig(self.context, cfg.fim_rate, cfg.spm_rate, cfg.syntactic_rate))
+        self.builder = ExampleBuilder(
+            self.data.train,
+            self.tokenizer,
+            self.fim,
+            ExampleConfig(self.context, cfg.fim_rate, cfg.spm_rate, cfg.syntactic_rate),
+        )
         self.rows_per_step = cfg.batch_size * cfg.grad_accum * self.world
         self.epoch_cache: dict[int, object] = {0: self.builder.epoch_rows(cfg.seed, 0)}
         self.steps_per_epoch = max(1, math.ceil(len(self.epoch_cache[0]) / self.rows_per_step))
         epochs = cfg.epochs if cfg.epochs is not None else 3
         self.total_steps = cfg.max_steps if cfg.max_steps is not None else max(1, round(epochs * self.steps_per_epoch))
-        self.warmup = (cfg.warmup_steps if cfg.warmup_steps is not None
-                       else min(100, max(1, round(0.05 * self.total_steps))))
+        self.warmup = (
+            cfg.warmup_steps if cfg.warmup_steps is not None else min(100, max(1, round(0.05 * self.total_steps)))
+        )
         data, fim = self.data, self.fim
-        self.say(f"{len(data.train)} training files ({self.builder.total_tokens:,} tokens), {len(data.val)} held out; "
-                 f"{sum(data.excluded.values())} excluded ({len(data.secrets)} with secrets); "
-                 f"{'FIM ' + fim.family if fim else 'no FIM tokens: prefix-only'} examples, context {self.context}; "
-                 f"{self.steps_per_epoch} steps per epoch, {self.total_steps} steps")
+        self.say(
+            f"{len(data.train)} training files ({self.builder.total_tokens:,} tokens), {len(data.val)} held out; "
+            f"{sum(data.excluded.values())} excluded ({len(data.secrets)} with secrets); "
+            f"{'FIM ' + fim.family if fim else 'no FIM tokens: prefix-only'} examples, context {self.context}; "
+            f"{self.steps_per_epoch} steps per epoch, {self.total_steps} steps"
+        )
 
     # -- before: the base model on the held-out files ----------------------------------------------
     def measure_base(self) -> None:
@@ -283,8 +308,9 @@ class _Run:
         tok, cfg = self.tokenizer, self.cfg
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         self.windows = evaluate.validation_windows(self.data.val, tok, self.context, cfg.eval_windows)
-        self.tasks = (evaluate.next_line_tasks(self.data.val, cfg.eval_lines, cfg.seed)
-                      + evaluate.span_tasks(self.data.val, cfg.eval_spans, cfg.seed))
+        self.tasks = evaluate.next_line_tasks(self.data.val, cfg.eval_lines, cfg.seed) + evaluate.span_tasks(
+            self.data.val, cfg.eval_spans, cfg.seed
+        )
         if self.main and "eval_base" not in self.state:
             self.state["eval_base"] = self.run_eval(self.model, None, "the base model")
         self.accel.wait_for_everyone()
@@ -296,11 +322,21 @@ class _Run:
 
         t0 = time.time()
         self.say(f"evaluating {label} on {len(self.windows)} validation windows and {len(self.tasks)} completions")
-        with tqdm(total=len(self.tasks), desc=f"measure {label}", unit="completion", dynamic_ncols=True,
-                  disable=not self.main) as bar:
-            result = evaluate.evaluate_model(model, self.tokenizer, self.base_path, self.dev, self.loaded.dtype,
-                                             self.windows, self.tasks, self.pad_id, adapter=adapter,
-                                             progress=lambda: bar.update(1))
+        with tqdm(
+            total=len(self.tasks), desc=f"measure {label}", unit="completion", dynamic_ncols=True, disable=not self.main
+        ) as bar:
+            result = evaluate.evaluate_model(
+                model,
+                self.tokenizer,
+                self.base_path,
+                self.dev,
+                self.loaded.dtype,
+                self.windows,
+                self.tasks,
+                self.pad_id,
+                adapter=adapter,
+                progress=lambda: bar.update(1),
+            )
         result["seconds"] = round(time.time() - t0, 1)
         return result
 
@@ -319,12 +355,22 @@ class _Run:
         n_train = sum(p.numel() for p in self.params)
         n_all = sum(p.numel() for p in self.model.parameters())
         where = ", ".join(_short_names(cfg.target_modules or []) + _short_names(cfg.target_parameters or []))
-        self.say(f"LoRA r={cfg.rank} alpha={cfg.alpha:g} on {where}: {n_train:,} trainable parameters "
-                 f"(of {n_all:,}) on {self.dev}" + (f" x{self.world}" if self.world > 1 else ""))
-        self.state.update({"config": asdict(cfg), "base": str(self.base_path), "base_fingerprint": self.fingerprint,
-                           "data_fingerprint": self.data.fingerprint(), "total_steps": self.total_steps,
-                           "steps_per_epoch": self.steps_per_epoch, "context": self.context,
-                           "repo": str(self.data.root)})
+        self.say(
+            f"LoRA r={cfg.rank} alpha={cfg.alpha:g} on {where}: {n_train:,} trainable parameters "
+            f"(of {n_all:,}) on {self.dev}" + (f" x{self.world}" if self.world > 1 else "")
+        )
+        self.state.update(
+            {
+                "config": asdict(cfg),
+                "base": str(self.base_path),
+                "base_fingerprint": self.fingerprint,
+                "data_fingerprint": self.data.fingerprint(),
+                "total_steps": self.total_steps,
+                "steps_per_epoch": self.steps_per_epoch,
+                "context": self.context,
+                "repo": str(self.data.root),
+            }
+        )
         self.state["runs"] += 1
 
     def _peft_model(self):
@@ -337,18 +383,28 @@ class _Run:
                     warnings.filterwarnings("ignore", message=".*did not match any targeted", category=RuntimeWarning)
                     return PeftModel.from_pretrained(self.model, str(self.ckpt), is_trainable=True)
             except Exception as exc:
-                raise CheckpointError(f"the adapter weights in {self.ckpt} are unreadable ({_short(exc)}); "
-                                      f"delete {self.ckpt_dir} to start over") from exc
+                raise CheckpointError(
+                    f"the adapter weights in {self.ckpt} are unreadable ({_short(exc)}); "
+                    f"delete {self.ckpt_dir} to start over"
+                ) from exc
         cfg = self.cfg
         if cfg.target_modules is None:
             cfg.target_modules, cfg.target_parameters = pick_targets(self.model)
         if cfg.target_parameters and cfg.dropout:
-            self.say(f"MoE experts are fused 3-D weights: LoRA adapts them too ({len(cfg.target_parameters)} "
-                     f"expert tensors), which peft supports only without dropout: --dropout {cfg.dropout:g} -> 0")
+            self.say(
+                f"MoE experts are fused 3-D weights: LoRA adapts them too ({len(cfg.target_parameters)} "
+                f"expert tensors), which peft supports only without dropout: --dropout {cfg.dropout:g} -> 0"
+            )
             cfg.dropout = 0.0
         torch.manual_seed(cfg.seed)  # the LoRA A matrices start random: the same seed, the same adapter
-        lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
-                          target_parameters=cfg.target_parameters or None, task_type="CAUSAL_LM")
+        lora = LoraConfig(
+            r=cfg.rank,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=cfg.target_modules,
+            target_parameters=cfg.target_parameters or None,
+            task_type="CAUSAL_LM",
+        )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # peft: unmatched rank/alpha patterns
@@ -365,8 +421,9 @@ class _Run:
         except CheckpointError:
             raise
         except Exception as exc:
-            raise CheckpointError(f"{path} does not match this adapter ({_short(exc)}); "
-                                  f"delete {self.ckpt_dir} to start over") from exc
+            raise CheckpointError(
+                f"{path} does not match this adapter ({_short(exc)}); delete {self.ckpt_dir} to start over"
+            ) from exc
 
     def save_checkpoint(self) -> None:
         import torch
@@ -400,8 +457,14 @@ class _Run:
         self.loss_ema = None
         self.recent: list[float] = []
         self.log_every = max(1, self.total_steps // 50)
-        bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="finetune", unit="step",
-                   dynamic_ncols=True, disable=not self.main)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.state["step"],
+            desc="finetune",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.main,
+        )
         try:
             while self.state["step"] < self.total_steps:
                 if max_minutes is not None and time.time() - self.run_start > max_minutes * 60:
@@ -411,14 +474,18 @@ class _Run:
         except KeyboardInterrupt:
             bar.close()
             self.save_checkpoint()
-            raise FinetuneInterrupted(f"interrupted at step {self.state['step']} of {self.total_steps}; the "
-                                      f"checkpoint in {self.ckpt_dir} is saved: run again with --resume to "
-                                      f"continue") from None
+            raise FinetuneInterrupted(
+                f"interrupted at step {self.state['step']} of {self.total_steps}; the "
+                f"checkpoint in {self.ckpt_dir} is saved: run again with --resume to "
+                f"continue"
+            ) from None
         bar.close()
         self.save_checkpoint()
         if self.stop_reason != "completed":
-            self.say(f"stopped at step {self.state['step']} of {self.total_steps} ({self.stop_reason}); "
-                     f"--resume continues the run")
+            self.say(
+                f"stopped at step {self.state['step']} of {self.total_steps} ({self.stop_reason}); "
+                f"--resume continues the run"
+            )
 
     def train_step(self, bar) -> None:
         import torch
@@ -472,11 +539,21 @@ class _Run:
         self.loss_ema = step_loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * step_loss
         elapsed = max(1e-6, time.time() - self.run_start)
         bar.update(1)
-        bar.set_postfix(loss=f"{self.loss_ema:.3f}", lr=f"{lr:.1e}", tok_s=f"{self.run_tokens / elapsed:,.0f}",
-                        epoch=f"{state['step'] / self.steps_per_epoch:.2f}")
+        bar.set_postfix(
+            loss=f"{self.loss_ema:.3f}",
+            lr=f"{lr:.1e}",
+            tok_s=f"{self.run_tokens / elapsed:,.0f}",
+            epoch=f"{state['step'] / self.steps_per_epoch:.2f}",
+        )
         if state["step"] % self.log_every == 0 or state["step"] == self.total_steps:
-            state["history"].append({"step": state["step"], "loss": round(sum(self.recent) / len(self.recent), 4),
-                                     "lr": lr, "tokens": state["tokens"]})
+            state["history"].append(
+                {
+                    "step": state["step"],
+                    "loss": round(sum(self.recent) / len(self.recent), 4),
+                    "lr": lr,
+                    "tokens": state["tokens"],
+                }
+            )
             self.recent = []
 
     # -- the adapter, after-measurements and the report ---------------------------------------------
@@ -494,11 +571,18 @@ class _Run:
             if self.loaded.dtype == torch.float32:
                 unwrapped.merge_adapter()  # exact in fp32, and as fast as the base model for the measurements
             eval_tuned = self.run_eval(unwrapped, self.out, "the base model + adapter")
-            result = report.build(state=self.state, data=self.data, cfg=self.cfg, eval_base=self.state["eval_base"],
-                                  eval_tuned=eval_tuned, stop_reason=self.stop_reason, out=self.out,
-                                  fim=self.fim.family if self.fim else None,
-                                  run_seconds=time.time() - self.run_start,
-                                  device=f"{self.dev}" + (f" x{self.world}" if self.world > 1 else ""))
+            result = report.build(
+                state=self.state,
+                data=self.data,
+                cfg=self.cfg,
+                eval_base=self.state["eval_base"],
+                eval_tuned=eval_tuned,
+                stop_reason=self.stop_reason,
+                out=self.out,
+                fim=self.fim.family if self.fim else None,
+                run_seconds=time.time() - self.run_start,
+                device=f"{self.dev}" + (f" x{self.world}" if self.world > 1 else ""),
+            )
             report.write(result, self.out)
         self.accel.wait_for_everyone()
         return result
