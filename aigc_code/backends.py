@@ -211,6 +211,7 @@ NEUTRAL_SAMPLING = {
     "tgi": {"repetition_penalty": 1.0, "frequency_penalty": 0.0},
     "openai": {"presence_penalty": 0.0, "frequency_penalty": 0.0},
 }
+HEAL_KEY_CHARS = 48  # the prompt's last characters that (for pieces under half of it) decide its last token
 GRAMMAR_FLAVOURS = ("llama-cpp-python", "llama-server")  # accept a GBNF `grammar` on /v1/completions
 USAGE_FLAVOURS = ("vllm", "llama-server", "openai")  # stream usage when asked (stream_options)
 
@@ -341,6 +342,7 @@ class OpenAIBackend:
         self.info: ServerInfo | None = None
         self._warned: set[str] = set()
         self.pending_warnings: list[str] = []
+        self._heal_cache: dict[str, str] = {}  # last HEAL_KEY_CHARS characters -> last token's text
         headers = {"Accept": "application/json"}
         key = api_key or os.environ.get("AIGC_CODE_API_KEY")
         if key:
@@ -491,7 +493,14 @@ class OpenAIBackend:
         whole, as in training, instead of continuing a token boundary it never saw."""
         if not self.heal or not prefix:
             return prefix, ""
-        piece = self._last_token(prefix[-256:])
+        key = prefix[-HEAL_KEY_CHARS:]
+        piece = self._heal_cache.get(key)
+        if piece is None:
+            piece = self._last_token(prefix[-256:])
+            if len(piece) < HEAL_KEY_CHARS // 2:  # decided by the key's characters: typing reuses it
+                if len(self._heal_cache) >= 512:
+                    self._heal_cache.clear()
+                self._heal_cache[key] = piece
         if not piece or "\ufffd" in piece or not prefix.endswith(piece):
             return prefix, ""
         if self.server().flavour not in GRAMMAR_FLAVOURS and piece.strip() and not piece[0].isspace():
@@ -499,7 +508,7 @@ class OpenAIBackend:
         return prefix[: -len(piece)], piece
 
     # -- one completion ---------------------------------------------------------------------------
-    def _payload(self, prefix: str, suffix: str, request: GenerationConfig, heal: str) -> dict:
+    def _payload(self, prefix: str, suffix: str, request: GenerationConfig, heal: str = "") -> dict:
         prompt, suffix_field = self.fim.prompt(prefix, suffix)
         flavour = self.server().flavour
         payload: dict = {
@@ -523,6 +532,9 @@ class OpenAIBackend:
         if request.seed is not None:
             payload["seed"] = request.seed
         if heal and flavour in GRAMMAR_FLAVOURS:
+            # the healed text constrains the first token(s), as the local engine's logit mask does; the
+            # grammar stays on for the whole completion (llama.cpp cannot drop it mid-way, and resuming
+            # from text would re-tokenize the healed part differently)
             payload["grammar"] = heal_grammar(heal)
         if self.stream and flavour in USAGE_FLAVOURS:
             payload["stream_options"] = {"include_usage": True}
