@@ -333,3 +333,22 @@ def test_cli_one_line_error_for_missing_repo(tmp_path, tiny_model):
     )
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("error:") and "not a directory" in result.output
+
+
+def test_ctrl_c_exits_130_with_the_checkpoint_saved(tiny_model, tiny_repo, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from aigc_code.cli import app
+    from aigc_code.finetune import train
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "lr_at", ctrl_c)
+    out = tmp_path / "o"
+    args = ["finetune", str(tiny_repo), "--out", str(out), "--model", str(tiny_model), "--max-steps", "3"]
+    result = CliRunner().invoke(app, args + "--eval-lines 1 --eval-spans 1 --device cpu --context-length 64".split())
+    assert result.exit_code == 130, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted at step 0") and "--resume" in last
+    assert (out / "checkpoint" / "COMPLETE").exists()

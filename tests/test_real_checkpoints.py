@@ -311,31 +311,10 @@ def run_cli(*args):
 @pytest.mark.parametrize("name", ["qwen3-moe", "deepseek-v3", "starcoder2"])
 def test_finetune_merge_eval(checkpoints, tiny_repo, tmp_path, monkeypatch, name):
     out = tmp_path / "adapter"
+    monkeypatch.chdir(checkpoints[name].parent)  # --model as typed: a path relative to the current folder
+    small = "--max-steps 2 --context-length 96 --batch-size 1 --grad-accum 1 --eval-lines 2 --eval-spans 1"
     res = run_cli(
-        "finetune",
-        tiny_repo,
-        "--out",
-        out,
-        "--model",
-        checkpoints[name],
-        "--max-steps",
-        "2",
-        "--context-length",
-        "96",
-        "--batch-size",
-        "1",
-        "--grad-accum",
-        "1",
-        "--eval-lines",
-        "2",
-        "--eval-spans",
-        "1",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--rank",
-        "4",
+        "finetune", tiny_repo, "--out", out, "--model", name, *small.split(), *"--device cpu --rank 4".split()
     )
     assert res.exit_code == 0, res.output[-3000:]
     if name != "starcoder2":  # the fused expert weights are trained too, and it says so
