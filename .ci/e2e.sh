@@ -66,7 +66,7 @@ if [ ! -x "$cs_dir/node_modules/.bin/code-server" ]; then
     cd "$cs_dir.partial"
     echo '{"private": true}' >package.json
     # node-pty's install asks for confirmation; argon2 falls back to a source build against Node's headers.
-    npm_config_yes=true npm_config_nodedir=/usr npm_config_build_from_source_argon2=true \
+    JOBS=max npm_config_yes=true npm_config_nodedir=/usr npm_config_build_from_source_argon2=true \
       nice npm install --no-audit --no-fund --loglevel=error --unsafe-perm "code-server@$CODE_SERVER_VERSION"
   )
   rm -rf "$cs_dir"
