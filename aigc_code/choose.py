@@ -1,7 +1,9 @@
 """Which suggestion goes first when the workspace's copy candidates meet the model's.
 
 Rules (setting `choiceRule`; measured by `aigc-code eval repo`, see docs/benchmarks.md):
-  copy-first   a continuation found in the workspace beats the model (default: best measured)
+  copy-first   a continuation found in the workspace beats the model
+  confident    a copy whose occurrences agree (it leads the runner-up) beats the model; a tied
+               copy comes after the model's candidates
   model-first  the model's candidates first, copies after them
   likelihood   every candidate scored by the model (mean token log-probability under the same
                prompt, `aigc_code.scoring`); the best first. A backend that cannot score
@@ -14,7 +16,7 @@ from __future__ import annotations
 from aigc_code.generation import CancellationToken
 from aigc_code.postprocess import Suggestion
 
-RULES = ("copy-first", "likelihood", "model-first")
+RULES = ("copy-first", "confident", "likelihood", "model-first")
 
 
 def _dedup(items: list[Suggestion]) -> list[Suggestion]:
@@ -49,10 +51,14 @@ def merge_candidates(
     """(suggestions best first, where the first came from: "model" | "copy" | "")."""
     if rule == "model-first":
         merged = model + copies
+    elif rule == "confident":
+        merged = (
+            [c for c in copies if c.finish_reason == "copy"] + model + [c for c in copies if c.finish_reason != "copy"]
+        )
     elif rule == "likelihood":
         merged = _by_likelihood(model, copies, backend, prompt, cancel)
     else:
         merged = copies + model
     merged = _dedup(merged)
-    chosen = "" if not merged else ("copy" if merged[0].finish_reason == "copy" else "model")
+    chosen = "" if not merged else ("copy" if merged[0].finish_reason.startswith("copy") else "model")
     return merged, chosen

@@ -61,10 +61,7 @@ def workspace_for(file: Path, settings):
     root = repository_root(file.resolve())
     if root is None:
         return None
-    try:
-        from aigc_code.workspace import IndexLimits, WorkspaceIndex
-    except ImportError:  # the workspace index is landing in parallel; TODO(lead): drop this guard
-        return None
+    from aigc_code.workspace import IndexLimits, WorkspaceIndex
 
     index = WorkspaceIndex([root], limits_from(settings, IndexLimits))
     index.build()

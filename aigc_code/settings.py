@@ -137,14 +137,20 @@ class Settings:
     copy_candidates: bool = _f(True, "Offer continuations found elsewhere in the workspace as candidates.", "bool")
     choice_rule: str = _f(
         "copy-first",
-        "How a copy candidate competes with the model's: copy-first, "
+        "How a copy candidate competes with the model's: copy-first, confident, "
         "likelihood (the model scores both) or model-first.",
         "str",
-        choices=("copy-first", "likelihood", "model-first"),
+        choices=("copy-first", "confident", "likelihood", "model-first"),
     )
     index_max_files: int = _f(20000, "Most files the workspace index holds.", "int", lo=0, hi=1_000_000)
     index_max_file_kb: int = _f(1000, "Files larger than this (KiB) are not indexed.", "int", lo=1, hi=100_000)
-    index_max_total_mb: int = _f(200, "Most text (MiB) the workspace index holds.", "int", lo=1, hi=10_000)
+    index_max_total_mb: int = _f(
+        60,
+        "Most source text (MiB) the workspace index holds (it takes about 3x that in memory).",
+        "int",
+        lo=1,
+        hi=10_000,
+    )
     token: str | None = field(
         default=None,
         repr=False,

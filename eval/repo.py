@@ -11,7 +11,7 @@ once per configuration:
   context       cross-file chunks retrieved from the index into the prompt
   copy          copy candidates from the index (choice rule copy-first), no retrieved context
   both          both (copy-first)
-  both-likelihood, both-model-first   the other choice rules, for the record
+  both-confident, both-likelihood, both-model-first   the other choice rules, for the record
 
 Metrics per language and configuration: next-line exact match (the suggestion's first line is
 the removed line), span exact match (the whole suggestion is exactly the removed text), edit
@@ -44,10 +44,11 @@ CONFIGS: dict[str, dict] = {
     "context": {"index_context": True, "copy_candidates": False},
     "copy": {"index_context": False, "copy_candidates": True, "choice_rule": "copy-first"},
     "both": {"index_context": True, "copy_candidates": True, "choice_rule": "copy-first"},
+    "both-confident": {"index_context": True, "copy_candidates": True, "choice_rule": "confident"},
     "both-likelihood": {"index_context": True, "copy_candidates": True, "choice_rule": "likelihood"},
     "both-model-first": {"index_context": True, "copy_candidates": True, "choice_rule": "model-first"},
 }
-DEFAULT_CONFIGS = ("none", "context", "copy", "both", "both-likelihood", "both-model-first")
+DEFAULT_CONFIGS = ("none", "context", "copy", "both", "both-confident", "both-likelihood", "both-model-first")
 SKIP_PARTS = {".git", "node_modules", "vendor", "target", "dist", "build", "__pycache__", ".venv"}
 _COMMENT = ("#", "//", "/*", "*", "--")
 

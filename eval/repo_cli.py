@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from aigc_code.errors import AigcCodeError
+from aigc_code.eval.repo import DEFAULT_CONFIGS
 
 
 def repo_command(
@@ -21,9 +22,10 @@ def repo_command(
     configs: Annotated[
         str,
         typer.Option(
-            help="Comma-separated configurations: none, context, copy, both, both-likelihood, both-model-first."
+            help="Comma-separated configurations: none, context, copy, both, both-confident, both-likelihood, "
+            "both-model-first."
         ),
-    ] = ",".join(("none", "context", "copy", "both", "both-likelihood", "both-model-first")),
+    ] = ",".join(DEFAULT_CONFIGS),
     model: Annotated[
         Optional[str],
         typer.Option(
