@@ -422,6 +422,17 @@ async function main() {
         check(logLine !== undefined && logLine.trim() === 'console.log("ready")', `the line after Tab is valid: ${JSON.stringify(logLine)}`);
         check(bracketsBalancedPrefix(logLine), 'no stray closing bracket on that line');
 
+        // keystroke -> ghost text with the stub backend (editor + extension + server, no model time)
+        const rounds = [];
+        for (let i = 0; i < 3; i++) {
+            await page.keyboard.press('End');
+            await page.keyboard.type('\nconsole.log(', { delay: 40 });
+            rounds.push((await awaitGhost(`latency round ${i + 1}`, 30000)).ms);
+            await page.keyboard.press('Escape');
+        }
+        rounds.sort((a, b) => a - b);
+        log(`keystroke -> ghost text (stub backend): ${rounds.join(', ')} ms; median ${rounds[1]} ms`);
+
         // 5. restart
         watch.seen.length = 0;
         await command('aigc-code: Restart server');

@@ -286,7 +286,7 @@ async function followBackend(c: LanguageClient): Promise<void> {
             if (state.kind === 'starting' || state.kind === 'ready') {
                 setState({ ...withKind(state, 'starting'), detail: `${base}\n${b.message}` });
             }
-            await new Promise((r) => setTimeout(r, 1000));
+            await new Promise((r) => setTimeout(r, 250)); // cheap request; "ready" shows within 250 ms of the load
             continue;
         }
         if (b.kind === 'error') {
