@@ -45,8 +45,18 @@ FimFormatOpt = Annotated[
     str,
     typer.Option(
         "--fim-format",
-        help="--backend openai: FIM token family (starcoder, qwen, deepseek, codellama, codegemma, "
-        "suffix-first 'spm'), 'suffix' (prompt+suffix fields) or a template with {prefix} and {suffix}.",
+        help="--backend openai: 'auto' (the layout the served checkpoint declares), a FIM token family "
+        "(starcoder, qwen, deepseek, codellama, codegemma; '<family>-spm' for suffix-first), 'suffix' (the server's "
+        "prompt+suffix fields) or a template with {prefix} and {suffix}.",
+    ),
+]
+MaxContextOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-context",
+        min=16,
+        help="--backend openai: prompt + generation tokens the served model takes, when the server cannot be "
+        "asked (or $AIGC_CODE_MAX_CONTEXT).",
     ),
 ]
 

@@ -21,6 +21,7 @@ from aigc_code.options import (
     DeviceOpt,
     EndpointOpt,
     FimFormatOpt,
+    MaxContextOpt,
     ModelOpt,
     QuantizeOpt,
     ThreadsOpt,
@@ -115,6 +116,7 @@ def serve(
     fim_format: str = "starcoder",
     threads: int | None = None,
     quantize: str | None = None,
+    max_context: int | None = None,
     tcp: bool = False,
     host: str = "127.0.0.1",
     port: int = 2087,
@@ -133,7 +135,7 @@ def serve(
         print(f"error: unknown backend {backend!r}: use local or openai", file=sys.stderr)
         return 2
     settings = Settings(model=model, adapter=adapter, backend=backend, endpoint=endpoint, device=device,
-                        fim_format=fim_format, threads=threads, quantize=quantize)
+                        fim_format=fim_format, threads=threads, quantize=quantize, max_context=max_context)
     if check:
         ok, line = check_backend(settings)
         print(("ok: " if ok else "error: ") + line)
@@ -185,6 +187,7 @@ def serve_command(
     threads: ThreadsOpt = None,
     quantize: QuantizeOpt = None,
     fim_format: FimFormatOpt = "starcoder",
+    max_context: MaxContextOpt = None,
     tcp: Annotated[bool, typer.Option("--tcp", help="Listen on TCP instead of stdio (one session per client).")] = False,
     host: Annotated[str, typer.Option("--host", help="TCP address to bind (non-loopback needs --allow-remote).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 2087,
@@ -197,7 +200,7 @@ def serve_command(
 ):
     """Run the LSP server (stdio by default): inline completion, completion fallback, incremental sync."""
     code = serve(model=model, adapter=adapter, backend=backend, endpoint=endpoint, device=device, fim_format=fim_format,
-                 threads=threads, quantize=check_quantize(quantize),
+                 threads=threads, quantize=check_quantize(quantize), max_context=max_context,
                  tcp=tcp, host=host, port=port, allow_remote=allow_remote, token=token, log_file=log_file,
                  log_level=log_level, check=check)
     logging.shutdown()

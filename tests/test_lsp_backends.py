@@ -5,6 +5,7 @@ TCP with a shared token."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import json
 import socket
 import subprocess
@@ -304,7 +305,10 @@ def test_tcp_with_token(stub):
 
     try:
         asyncio.run(asyncio.wait_for(session(), 60))
-        assert proc.wait(timeout=20) == 0
+        time.sleep(0.3)
+        assert proc.poll() is None  # the client left; the server waits for the next one
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
     finally:
         if proc.poll() is None:
             proc.kill()
