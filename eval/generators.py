@@ -17,7 +17,7 @@ number of requests in flight and the time with none in flight (idle).
 
 from __future__ import annotations
 
-import concurrent.futures
+import queue
 import threading
 import time
 from pathlib import Path
@@ -304,13 +304,47 @@ class Scheduler:
             for u in units:
                 on_done(self._timed(fn, u))
             return
-        pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="eval-gen")
+        self._run_threads(units, fn, on_done)
+
+    def _run_threads(self, units: list, fn, on_done) -> None:
+        """K daemon threads take units from a queue; this thread writes the results as they come. On
+        Ctrl-C or a failed request nothing waits for the requests still in flight (daemon threads; the
+        caller closes the client); the samples already written are kept for the resume."""
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        for u in units:
+            todo.put(u)
+        stop = threading.Event()
+
+        def worker() -> None:
+            while not stop.is_set():
+                try:
+                    unit = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put((True, self._timed(fn, unit)))
+                except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                    done.put((False, e))
+
+        for k in range(min(self.concurrency, len(units))):
+            threading.Thread(target=worker, name=f"eval-gen-{k}", daemon=True).start()
         try:
-            futs = [pool.submit(self._timed, fn, u) for u in units]
-            for f in concurrent.futures.as_completed(futs):
-                on_done(f.result())
+            for _ in range(len(units)):
+                ok, value = self._next(done)
+                if not ok:
+                    raise value
+                on_done(value)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            stop.set()
+
+    @staticmethod
+    def _next(done: queue.SimpleQueue):
+        while True:  # a timeout keeps the wait interruptible by Ctrl-C
+            try:
+                return done.get(timeout=0.5)
+            except queue.Empty:
+                continue
 
     def stats(self) -> dict | None:
         if self._t0 is None or self._t1 is None:

@@ -121,6 +121,16 @@ def _overall(by_lang: dict[str, list]) -> dict:
     return _language_summary(pairs)
 
 
+def _prompt_format(cfg: dict) -> str | None:
+    if cfg.get("reference"):
+        return "none (canonical solutions)"
+    if cfg.get("samples_file"):
+        return "unknown (samples generated elsewhere)"
+    if is_infill(cfg.get("benchmark")):
+        return "FIM prompt through the LSP pipeline"
+    return cfg.get("prompt_format")
+
+
 def build_report(out: str | Path) -> dict:
     out = Path(out)
     run, gens, execs, bad = _load(out)
@@ -144,7 +154,7 @@ def build_report(out: str | Path) -> dict:
         "model": model_name(cfg),
         "model_fingerprint": cfg.get("model_fingerprint"),
         "backend": cfg.get("backend"),
-        "prompt_format": "FIM prompt through the LSP pipeline" if is_infill(bench) else cfg.get("prompt_format"),
+        "prompt_format": _prompt_format(cfg),
         "adapter": cfg.get("adapter"),
         "reference": bool(cfg.get("reference")),
         "settings": {

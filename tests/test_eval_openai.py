@@ -8,6 +8,7 @@ where llama-cpp-python is installed, against llama.cpp's real server on the ship
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -227,3 +228,42 @@ def test_llama_cpp_server(llama_server, tmp_path):
     gens = [r for r in recs if r["kind"] == "generation"]
     assert len(gens) == 16 and sum(bool(r["raw"]) for r in gens) >= 8  # the small model writes something
     assert {r["status"] for r in recs if r["kind"] == "execution"} <= {"passed", "failed", "timeout"}
+
+
+def test_ctrl_c_with_slow_requests_in_flight_exits_130_at_once(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aigc_code.eval.stub_server", "--port", str(port), "--delay", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert "stub OpenAI server" in server.stdout.readline()
+        cmd = [
+            sys.executable,
+            "-c",
+            "from aigc_code.eval.cli import app; app()",
+            "run",
+            "--backend",
+            "openai",
+            "--endpoint",
+            f"http://127.0.0.1:{port}/v1",
+            "--languages",
+            "python",
+            "--limit",
+            "8",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert "generating through" in proc.stdout.readline()
+        time.sleep(1.0)  # 8 requests in flight, each 60 s away from an answer
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and time.monotonic() - t0 < 10, err
+        assert "interrupted; run the same command again to resume" in err and "Traceback" not in err
+    finally:
+        server.kill()
+        server.wait()
