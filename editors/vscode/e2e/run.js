@@ -426,8 +426,12 @@ async function main() {
         const rounds = [];
         for (let i = 0; i < 3; i++) {
             await page.keyboard.press('End');
-            await page.keyboard.type('\nconsole.log(', { delay: 40 });
-            rounds.push((await awaitGhost(`latency round ${i + 1}`, 30000)).ms);
+            await page.keyboard.type('\nconsole.log', { delay: 40 });
+            await sleep(300);
+            const t = Date.now();
+            await page.keyboard.press('('); // the measured keystroke
+            await waitFor(`ghost text, latency round ${i + 1}`, ghostText, 30000, 10);
+            rounds.push(Date.now() - t);
             await page.keyboard.press('Escape');
         }
         rounds.sort((a, b) => a - b);
@@ -446,6 +450,17 @@ async function main() {
         await awaitGhost('javascript after restart', 60000);
         await shot('ghost-after-restart');
         check(true, 'ghost text after "aigc-code: Restart server"');
+        // 6. a wrong server path: exactly one error notification (the client's own start error is not shown too)
+        await command('Preferences: Open User Settings (JSON)');
+        await page.locator('.tab.active:has-text("settings.json")').waitFor({ timeout: 15000 });
+        await page.keyboard.press('Control+A');
+        await page.keyboard.insertText(JSON.stringify({ ...changed, 'aigcCode.server.path': path.join(tmp, 'no-such-aigc-code') }, null, 2));
+        await save();
+        await waitFor('status error', async () => (await statusKind()) === 'error', 30000);
+        await sleep(3000);
+        const toasts = await page.locator('.notifications-toasts .notification-toast', { hasText: 'aigc-code' }).count();
+        await shot('wrong-server-path');
+        check(toasts === 1, `a wrong aigcCode.server.path gives one error notification (${toasts})`);
         watch.stop();
         log(`e2e passed in ${((Date.now() - t0) / 1000).toFixed(0)} s; screenshots in ${SHOTS}`);
     } catch (e) {
