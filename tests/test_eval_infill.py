@@ -47,7 +47,7 @@ def test_true_middles_pass_in_every_language(tmp_path):
         assert rc["programs"] == len(build_infill({lang: load_humaneval_x(lang)[:1]})[lang]) >= 2
         assert rc["passed"] == rc["programs"], rc["other_failures"]
         assert set(report["infill"][lang]) >= {"single-line", "random-span"}
-    assert report["prompt_format"] == "FIM prompt through the LSP pipeline"
+    assert report["prompt_format"] == "none (canonical solutions)"
 
 
 def test_known_defects_of_the_left_to_right_data_stay_known_defects():
@@ -80,3 +80,4 @@ def test_a_tiny_model_through_the_lsp_pipeline(tiny_model, tmp_path):
     py = report["infill"]["python"]
     assert set(py) <= set(KINDS) and all(v["raw_pass@1"] is not None for v in py.values())
     assert report["languages"]["python"]["problems"] == len(mains)  # :raw twins are not counted as problems
+    assert report["prompt_format"] == "FIM prompt through the LSP pipeline"
