@@ -57,8 +57,14 @@ def _tail(text: str, n: int = 1500) -> str:
 # Limits: JVM, Go and node reserve huge virtual ranges, so they get RLIMIT_DATA instead of RLIMIT_AS.
 RUN_LIMITS = {"cpu_s": 20, "address_space": 2 * GiB, "nproc": 32, "fsize": 64 * MiB, "nofile": 256}
 VM_LIMITS = {"cpu_s": 30, "address_space": None, "data": 2 * GiB, "nproc": 128, "fsize": 64 * MiB, "nofile": 512}
-COMPILE_LIMITS = {"cpu_s": 120, "address_space": None, "data": 4 * GiB, "nproc": 128, "fsize": 512 * MiB,
-                  "nofile": 1024}
+COMPILE_LIMITS = {
+    "cpu_s": 120,
+    "address_space": None,
+    "data": 4 * GiB,
+    "nproc": 128,
+    "fsize": 512 * MiB,
+    "nofile": 1024,
+}
 
 
 class Executor:
@@ -125,12 +131,24 @@ class Executor:
     def run_step(self, argv: list[str], limits: dict | None = None, **kw) -> dict:
         limits = dict(limits or RUN_LIMITS)
         limits["cpu_s"] = max(limits["cpu_s"], int(self.run_timeout) + 5)  # the wall clock decides, normally
-        return {"name": "run", "argv": argv, "env": kw.pop("env", _env()), "timeout_s": self.run_timeout,
-                "limits": limits, **kw}
+        return {
+            "name": "run",
+            "argv": argv,
+            "env": kw.pop("env", _env()),
+            "timeout_s": self.run_timeout,
+            "limits": limits,
+            **kw,
+        }
 
     def compile_step(self, argv: list[str], env: dict | None = None, as_invoker: bool = False) -> dict:
-        return {"name": "compile", "argv": argv, "env": env or _env(), "timeout_s": self.compile_timeout,
-                "limits": COMPILE_LIMITS, "as_invoker": as_invoker}
+        return {
+            "name": "compile",
+            "argv": argv,
+            "env": env or _env(),
+            "timeout_s": self.compile_timeout,
+            "limits": COMPILE_LIMITS,
+            "as_invoker": as_invoker,
+        }
 
 
 class PythonExecutor(Executor):
@@ -139,8 +157,11 @@ class PythonExecutor(Executor):
 
     def assemble(self, problem: Problem, completion: str) -> str:
         program = problem.setup + problem.prompt + completion + "\n" + problem.tests
-        if (problem.entry_point and re.search(r"^def check\(", problem.tests, re.M)
-                and not re.search(r"^check\(", problem.tests, re.M)):
+        if (
+            problem.entry_point
+            and re.search(r"^def check\(", problem.tests, re.M)
+            and not re.search(r"^check\(", problem.tests, re.M)
+        ):
             program += f"\n\ncheck({problem.entry_point})\n"  # HumanEval-style tests without the call
         return program
 
@@ -148,12 +169,31 @@ class PythonExecutor(Executor):
         limits = dict(RUN_LIMITS, cpu_s=int(self.run_timeout) + 2)
         # WORKER_ENV: the environment the forked interpreter already has (no HOME; TMPDIR unset -> /tmp,
         # which is the worker's private tmpfs).
-        return {"steps": [{"name": "run", "python": program, "env": dict(WORKER_ENV), "timeout_s": self.run_timeout,
-                           "limits": limits}]}
+        return {
+            "steps": [
+                {
+                    "name": "run",
+                    "python": program,
+                    "env": dict(WORKER_ENV),
+                    "timeout_s": self.run_timeout,
+                    "limits": limits,
+                }
+            ]
+        }
 
 
-CPP_HELPER_INCLUDES = ["stdlib.h", "algorithm", "math.h", "stdio.h", "vector", "string", "climits", "cstring",
-                       "iostream", "cassert"]
+CPP_HELPER_INCLUDES = [
+    "stdlib.h",
+    "algorithm",
+    "math.h",
+    "stdio.h",
+    "vector",
+    "string",
+    "climits",
+    "cstring",
+    "iostream",
+    "cassert",
+]
 
 
 class CppExecutor(Executor):
@@ -177,8 +217,7 @@ class CppExecutor(Executor):
         argv = [self.tc.paths["g++"], "-std=c++11", "-w", "-o", "prog", "prog.cpp"]
         if "openssl" in self.requirements(program):
             argv += ["-lcrypto", "-lssl"]
-        return {"files": {"prog.cpp": program},
-                "steps": [self.compile_step(argv), self.run_step([f"{SCRATCH}/prog"])]}
+        return {"files": {"prog.cpp": program}, "steps": [self.compile_step(argv), self.run_step([f"{SCRATCH}/prog"])]}
 
 
 JVM_FLAGS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData", "-Xshare:auto"]
@@ -189,13 +228,19 @@ class JavaExecutor(Executor):
     run_timeout = 15.0
 
     def job(self, program: str) -> dict:
-        javac = [self.tc.paths["javac"], *[f"-J{f}" for f in JVM_FLAGS], "-J-Xmx512m", "-encoding", "UTF-8",
-                 "-nowarn", "Main.java"]
+        javac = [
+            self.tc.paths["javac"],
+            *[f"-J{f}" for f in JVM_FLAGS],
+            "-J-Xmx512m",
+            "-encoding",
+            "UTF-8",
+            "-nowarn",
+            "Main.java",
+        ]
         java = [self.tc.paths["java"], *JVM_FLAGS, "-Xmx1g", "-cp", ".", "Main"]
         compile_step = self.compile_step(javac)
         compile_step["limits"] = dict(VM_LIMITS, cpu_s=120)
-        return {"files": {"Main.java": program},
-                "steps": [compile_step, self.run_step(java, VM_LIMITS)]}
+        return {"files": {"Main.java": program}, "steps": [compile_step, self.run_step(java, VM_LIMITS)]}
 
 
 class JavaScriptExecutor(Executor):
@@ -205,22 +250,45 @@ class JavaScriptExecutor(Executor):
         return ["js-md5"] if re.search(r"""require\(\s*['"]js-md5['"]\s*\)""", program) else []
 
     def job(self, program: str) -> dict:
-        job = {"files": {"test.js": program},
-               "steps": [self.run_step([self.tc.paths["node"], "test.js"], VM_LIMITS,
-                                       env=_env(NODE_PATH=f"{SCRATCH}/node_modules"))]}
+        job = {
+            "files": {"test.js": program},
+            "steps": [
+                self.run_step(
+                    [self.tc.paths["node"], "test.js"], VM_LIMITS, env=_env(NODE_PATH=f"{SCRATCH}/node_modules")
+                )
+            ],
+        }
         if "js-md5" in self.requirements(program):
             job["copy"] = [[self.tc.paths["js-md5"], "node_modules/js-md5"]]
         return job
 
     def judge_run(self, step: dict) -> Outcome | None:
         if step["stdout"].strip() or step["stderr"].strip():  # console.assert prints and exits 0
-            return Outcome("failed", False, "printed output (a failed console.assert prints):\n"
-                           + _tail(step["stderr"] + step["stdout"]))
+            return Outcome(
+                "failed",
+                False,
+                "printed output (a failed console.assert prints):\n" + _tail(step["stderr"] + step["stdout"]),
+            )
         return None
 
 
-GO_HELPER_IMPORTS = ["testing", "github.com/stretchr/testify/assert", "math", "strings", "fmt", "strconv", "time",
-                     "bytes", "regexp", "sort", "math/rand", "crypto/md5", "unicode", "errors", "reflect"]
+GO_HELPER_IMPORTS = [
+    "testing",
+    "github.com/stretchr/testify/assert",
+    "math",
+    "strings",
+    "fmt",
+    "strconv",
+    "time",
+    "bytes",
+    "regexp",
+    "sort",
+    "math/rand",
+    "crypto/md5",
+    "unicode",
+    "errors",
+    "reflect",
+]
 _GO_IMPORT_BLOCK = re.compile(r"^import\s*\(([^)]*)\)[ \t]*$", re.M)
 _GO_IMPORT_ONE = re.compile(r"^import\s+((?:[\w.]+\s+)?\"[^\"]+\")[ \t]*$", re.M)
 _GO_PACKAGE = re.compile(r"^package\s+\w+[ \t]*$", re.M)
@@ -259,7 +327,7 @@ def assemble_go(source: str) -> str:
         elif name not in names and re.search(rf"(?<![\w.]){re.escape(name)}\.", code):
             kept.append((alias, path))
             names.add(name)
-    imports = "".join(f"    {a + ' ' if a else ''}\"{p}\"\n" for a, p in kept)
+    imports = "".join(f'    {a + " " if a else ""}"{p}"\n' for a, p in kept)
     return f"package main\n\nimport (\n{imports})\n" + body.lstrip("\n")
 
 
@@ -273,10 +341,13 @@ class GoExecutor(Executor):
         env = toolchains.go_env(self.tc.paths["gocache"], SCRATCH)
         # Compiled as the invoking user: the shared GOCACHE is theirs. Go runs no code at build time
         # (cgo is off); the test binary itself runs sandboxed.
-        build = self.compile_step([self.tc.paths["go"], "test", "-c", "-o", "prog.test", "main_test.go"], env,
-                                  as_invoker=True)
-        return {"files": {"main_test.go": program},
-                "steps": [build, self.run_step([f"{SCRATCH}/prog.test"], VM_LIMITS)]}
+        build = self.compile_step(
+            [self.tc.paths["go"], "test", "-c", "-o", "prog.test", "main_test.go"], env, as_invoker=True
+        )
+        return {
+            "files": {"main_test.go": program},
+            "steps": [build, self.run_step([f"{SCRATCH}/prog.test"], VM_LIMITS)],
+        }
 
     def judge_run(self, step: dict) -> Outcome | None:
         if "no tests to run" in step["stdout"] + step["stderr"]:
@@ -292,15 +363,30 @@ class RustExecutor(Executor):
 
     def job(self, program: str) -> dict:
         p = self.tc.paths
-        argv = [p["rustc"], "--edition", "2021", "--test", "main.rs", "-o", "prog", "-C", "debuginfo=0",
-                "-A", "warnings", "-L", f"dependency={p['deps_dir']}"]
+        argv = [
+            p["rustc"],
+            "--edition",
+            "2021",
+            "--test",
+            "main.rs",
+            "-o",
+            "prog",
+            "-C",
+            "debuginfo=0",
+            "-A",
+            "warnings",
+            "-L",
+            f"dependency={p['deps_dir']}",
+        ]
         for crate, rlib in sorted(p["extern"].items()):
             argv += ["--extern", f"{crate}={rlib}"]
         # Compiled as the invoking user: rustc and the prebuilt crates live in their home.
         # No code runs at build time (no proc-macro crates are available); the test binary runs sandboxed.
         build = self.compile_step(argv, as_invoker=True)
-        return {"files": {"main.rs": program},
-                "steps": [build, self.run_step([f"{SCRATCH}/prog"], VM_LIMITS, env=_env(RUST_BACKTRACE="0"))]}
+        return {
+            "files": {"main.rs": program},
+            "steps": [build, self.run_step([f"{SCRATCH}/prog"], VM_LIMITS, env=_env(RUST_BACKTRACE="0"))],
+        }
 
     def judge_run(self, step: dict) -> Outcome | None:
         m = _RUST_RESULT.search(step["stdout"])
@@ -310,13 +396,12 @@ class RustExecutor(Executor):
 
 
 EXECUTORS: dict[str, type[Executor]] = {
-    cls.language: cls for cls in (PythonExecutor, CppExecutor, JavaExecutor, JavaScriptExecutor, GoExecutor,
-                                  RustExecutor)
+    cls.language: cls
+    for cls in (PythonExecutor, CppExecutor, JavaExecutor, JavaScriptExecutor, GoExecutor, RustExecutor)
 }
 
 
-def make_executor(language: str, cache_dir: Path | None = None, run_timeout: float | None = None,
-                  log=None) -> Executor:
+def make_executor(language: str, cache_dir: Path | None = None, run_timeout: float | None = None, log=None) -> Executor:
     """An executor whose toolchain is detected and prepared (Rust crates built, Go cache warm)."""
     tc = toolchains.prepare(language, cache_dir, log=log)
     return EXECUTORS[language](tc, run_timeout)

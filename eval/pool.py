@@ -33,8 +33,12 @@ def worker_python() -> str:
     if not os.environ.get("AIGC_EVAL_PYTHON") and os.getuid() == 0 and not _world_readable(os.__file__):
         for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
             if os.access(cand, os.X_OK):
-                probe = subprocess.run([cand, "-I", "-c", "import os,sys; print(sys.version_info >= (3, 9)); "
-                                        "print(os.__file__)"], capture_output=True, text=True, env=dict(WORKER_ENV))
+                probe = subprocess.run(
+                    [cand, "-I", "-c", "import os,sys; print(sys.version_info >= (3, 9)); print(os.__file__)"],
+                    capture_output=True,
+                    text=True,
+                    env=dict(WORKER_ENV),
+                )
                 lines = probe.stdout.split()
                 if probe.returncode == 0 and lines[:1] == ["True"] and _world_readable(lines[1]):
                     choice = cand
@@ -107,8 +111,9 @@ class WorkerPool:
         first = _Worker(self.cache_dir)
         self.isolation = first.info["isolation"]
         self._threads = [
-            threading.Thread(target=self._loop, args=(first if i == 0 else None,), daemon=True,
-                             name=f"sandbox-worker-{i}")
+            threading.Thread(
+                target=self._loop, args=(first if i == 0 else None,), daemon=True, name=f"sandbox-worker-{i}"
+            )
             for i in range(max(1, workers))
         ]
         self._workers.append(first)
@@ -172,7 +177,7 @@ class WorkerPool:
                     w.proc.kill()
                 w.proc.wait()
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

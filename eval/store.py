@@ -27,8 +27,9 @@ RETRYABLE = ("skipped", "error")  # execution statuses a later run tries again
 def _put(target: dict, rec: dict) -> None:
     key = key_of(rec)
     old = target.get(key)
-    if old is None or (rec["kind"] == "execution" and old.get("status") in RETRYABLE
-                       and rec.get("status") not in RETRYABLE):
+    if old is None or (
+        rec["kind"] == "execution" and old.get("status") in RETRYABLE and rec.get("status") not in RETRYABLE
+    ):
         target[key] = rec
 
 
@@ -105,7 +106,7 @@ class SampleStore:
             if not self._f.closed:
                 self._f.close()
 
-    def __enter__(self) -> "SampleStore":
+    def __enter__(self) -> SampleStore:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -41,13 +41,16 @@ except ImportError:  # started as a script by an interpreter without aigc-code i
 
 # Imported before forking so that programs find them already loaded (the point of the pool): what
 # HumanEval programs import, plus a few other staples. Kept short -- a bigger worker forks slower.
-PREIMPORT = ("typing math random copy string collections re hashlib itertools functools heapq bisect operator "
-             "traceback atexit types").split()
+PREIMPORT = (
+    "typing math random copy string collections re hashlib itertools functools heapq bisect operator "
+    "traceback atexit types"
+).split()
 
 SCRATCH = "@SCRATCH@"
 
 
 # ----------------------------------------------------------------------------- worker side
+
 
 def _subst(value: str, scratch: str) -> str:
     return value.replace(SCRATCH, scratch)
@@ -107,10 +110,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    opts = dict(zip(argv[::2], argv[1::2]))
+    opts = {argv[i]: argv[i + 1] for i in range(0, len(argv) - 1, 2)}  # an odd argv is rejected below
     if len(argv) % 2 or "--cache-dir" not in opts or set(opts) - {"--cache-dir", "--uid-base", "--namespaces"}:
-        sys.exit("usage: python3 -I worker.py --cache-dir DIR [--uid-base N] [--namespaces 0|1]"
-                 "  (internal: started by pool.py)")
+        sys.exit(
+            "usage: python3 -I worker.py --cache-dir DIR [--uid-base N] [--namespaces 0|1]"
+            "  (internal: started by pool.py)"
+        )
     cache_dir, uid_base = opts["--cache-dir"], int(opts.get("--uid-base", sandbox.DEFAULT_UID_BASE))
     namespaces = opts.get("--namespaces", "1") != "0"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's business

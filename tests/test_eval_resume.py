@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from aigc_code.eval.runner import EvalError, RunConfig, run_eval
 
 LANGS = ["python", "javascript"]
@@ -26,8 +25,10 @@ def _config(**kw) -> RunConfig:
 
 
 def _numbers(report: dict) -> dict:
-    return {lang: (r["samples"], r["passed_samples"], r.get("pass@1"), r["statuses"])
-            for lang, r in report["languages"].items()}
+    return {
+        lang: (r["samples"], r["passed_samples"], r.get("pass@1"), r["statuses"])
+        for lang, r in report["languages"].items()
+    }
 
 
 def _keys(path: Path) -> Counter:
@@ -74,8 +75,18 @@ def test_resume_after_a_torn_line(complete_run, tmp_path):
 def test_resume_after_kill(complete_run, tmp_path):
     out, report = complete_run
     run_dir = tmp_path / "killed"
-    args = [*CLI, "run", "--reference", "--languages", ",".join(LANGS), "--limit", str(LIMIT), "--out", str(run_dir),
-            "--quiet"]
+    args = [
+        *CLI,
+        "run",
+        "--reference",
+        "--languages",
+        ",".join(LANGS),
+        "--limit",
+        str(LIMIT),
+        "--out",
+        str(run_dir),
+        "--quiet",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = run_dir / "samples.jsonl"
     deadline = time.monotonic() + 120
@@ -101,8 +112,12 @@ def test_resume_refuses_different_settings(complete_run):
     out, _ = complete_run
     with pytest.raises(EvalError, match="different settings"):
         run_eval(RunConfig(languages=list(LANGS), limit=LIMIT, temperature=0.5), out, progress=False)
-    res = subprocess.run([*CLI, "run", "--languages", "python", "--temperature", "0.5", "--out", str(out), "-q"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [*CLI, "run", "--languages", "python", "--temperature", "0.5", "--out", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr
 
 

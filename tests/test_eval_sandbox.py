@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from aigc_code.eval.pool import WorkerPool
 from aigc_code.eval.sandbox import GiB, MiB
 from aigc_code.eval.toolchains import WORKER_ENV
@@ -38,16 +37,24 @@ def pool():
 def run_py(pool, source: str, timeout: float = 2.0, **limits) -> dict:
     lim = {"cpu_s": 10, "address_space": 1 * GiB, "nproc": 32, "fsize": 16 * MiB}
     lim.update(limits)
-    job = {"steps": [{"name": "run", "python": source, "env": dict(WORKER_ENV), "timeout_s": timeout,
-                      "limits": lim}]}
+    job = {"steps": [{"name": "run", "python": source, "env": dict(WORKER_ENV), "timeout_s": timeout, "limits": lim}]}
     res = pool.submit(job).result(timeout=120)
     assert res["error"] is None, res
     return res["steps"][0]
 
 
 def run_cmd(pool, argv: list[str], env: dict | None = None, timeout: float = 5.0) -> dict:
-    job = {"steps": [{"name": "run", "argv": argv, "env": env or {"PATH": "/usr/bin:/bin"}, "timeout_s": timeout,
-                      "limits": {"address_space": None, "data": 1 * GiB}}]}
+    job = {
+        "steps": [
+            {
+                "name": "run",
+                "argv": argv,
+                "env": env or {"PATH": "/usr/bin:/bin"},
+                "timeout_s": timeout,
+                "limits": {"address_space": None, "data": 1 * GiB},
+            }
+        ]
+    }
     return pool.submit(job).result(timeout=120)["steps"][0]
 
 
@@ -121,10 +128,14 @@ def test_memory_bomb_fails_fast(pool):
 
 def test_fork_bomb_is_contained(pool):
     if os.getuid() == 0 and pool.isolation["mode"] != "uid":
-        pytest.skip("root without a sandbox uid: RLIMIT_NPROC is not enforced for root, a fork bomb "
-                    "would only be stopped by the timeout")
-    bomb = ("import os\nn = 0\nwhile True:\n    try:\n        os.fork()\n        n += 1\n"
-            "    except OSError:\n        pass\n")
+        pytest.skip(
+            "root without a sandbox uid: RLIMIT_NPROC is not enforced for root, a fork bomb "
+            "would only be stopped by the timeout"
+        )
+    bomb = (
+        "import os\nn = 0\nwhile True:\n    try:\n        os.fork()\n        n += 1\n"
+        "    except OSError:\n        pass\n"
+    )
     t = time.monotonic()
     r = run_py(pool, bomb, timeout=2.0, nproc=16)
     assert r["timed_out"] and time.monotonic() - t < 30
@@ -137,9 +148,11 @@ def test_fork_bomb_is_contained(pool):
 
 
 def test_daemonised_grandchild_does_not_survive(pool, tmp_path):
-    src = ("import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-           "        os.write(w, str(os.getpid()).encode())\n        time.sleep(1000)\n    os._exit(0)\n"
-           "print(os.read(r, 32).decode())\n")
+    src = (
+        "import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        os.write(w, str(os.getpid()).encode())\n        time.sleep(1000)\n    os._exit(0)\n"
+        "print(os.read(r, 32).decode())\n"
+    )
     r = run_py(pool, src, timeout=5)
     assert r["returncode"] == 0, r
     pid = int(r["stdout"])
@@ -157,16 +170,19 @@ def test_printing_a_gigabyte_is_cut_short(pool):
 
 
 def test_large_file_is_stopped_by_the_file_size_limit(pool):
-    r = run_py(pool, "f = open('big', 'wb')\nfor _ in range(64):\n    f.write(b'x' * (1 << 20))\nf.close()\n",
-               fsize=4 * MiB)
+    r = run_py(
+        pool, "f = open('big', 'wb')\nfor _ in range(64):\n    f.write(b'x' * (1 << 20))\nf.close()\n", fsize=4 * MiB
+    )
     assert r["returncode"] != 0 or r["signal"] is not None, r
 
 
 def test_writing_outside_the_scratch_dir_fails(pool):
     iso = pool.isolation
     if iso["mode"] != "uid":
-        pytest.skip(f"programs keep the invoking user's identity in sandbox mode {iso['mode']!r} "
-                    "(run as root for a separate uid)")
+        pytest.skip(
+            f"programs keep the invoking user's identity in sandbox mode {iso['mode']!r} "
+            "(run as root for a separate uid)"
+        )
     # Next to the checkout: denied (not the owner), or -- when the checkout lives under /tmp -- not even
     # visible behind the sandbox's private /tmp. Blocked either way; which error depends on the path.
     blocked = ("PermissionError", "FileNotFoundError")
@@ -212,9 +228,11 @@ def test_no_network(pool):
     server.listen(1)
     server.settimeout(0.5)
     port = server.getsockname()[1]
-    src = (f"import socket\nfor addr in [('127.0.0.1', {port}), ('1.1.1.1', 53)]:\n    s = socket.socket()\n"
-           "    s.settimeout(2)\n    try:\n        s.connect(addr)\n        print('connected', addr)\n"
-           "    except OSError as e:\n        print('blocked', e.errno)\n")
+    src = (
+        f"import socket\nfor addr in [('127.0.0.1', {port}), ('1.1.1.1', 53)]:\n    s = socket.socket()\n"
+        "    s.settimeout(2)\n    try:\n        s.connect(addr)\n        print('connected', addr)\n"
+        "    except OSError as e:\n        print('blocked', e.errno)\n"
+    )
     try:
         r = run_py(pool, src, timeout=10)
         assert r["returncode"] == 0, r
@@ -275,11 +293,13 @@ def test_killing_the_harness_is_contained(pool):
     if os.getuid() == 0 and pool.isolation["mode"] != "uid":
         pytest.skip("root without a sandbox uid: a program could signal any process; not run here")
     me = os.getpid()
-    src = ("import os, signal\n"
-           f"for pid in (os.getppid(), {me}, 1):\n"
-           "    try:\n        os.kill(pid, signal.SIGKILL)\n        print('killed', pid)\n"
-           "    except OSError as e:\n        print('refused', pid, e.errno)\n"
-           "try:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError as e:\n    print('refused -1', e.errno)\n")
+    src = (
+        "import os, signal\n"
+        f"for pid in (os.getppid(), {me}, 1):\n"
+        "    try:\n        os.kill(pid, signal.SIGKILL)\n        print('killed', pid)\n"
+        "    except OSError as e:\n        print('refused', pid, e.errno)\n"
+        "try:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError as e:\n    print('refused -1', e.errno)\n"
+    )
     r = run_py(pool, src, timeout=5)
     assert f"killed {me}" not in r["stdout"]
     # the harness, its workers and the next programs are unaffected
