@@ -127,9 +127,12 @@ def completion_metrics(engine, tasks: list[CompletionTask], progress=None) -> di
 
 def validation_windows(files: list[SourceFile], tokenizer, context: int, max_windows: int) -> list[list[int]]:
     """Non-overlapping `context`-token windows of the held-out files, taken round-robin across files."""
+    from aigc_code.vocab import TextEncoder, control_tokens
+
+    encode = TextEncoder(tokenizer, control_tokens(tokenizer))  # marker strings in a file stay text
     per_file = []
     for f in files:
-        ids = tokenizer.encode(f.text, add_special_tokens=False)
+        ids = encode(f.text)
         chunks = [ids[i : i + context] for i in range(0, len(ids), context)]
         per_file.append([c for c in chunks if len(c) >= 16])
     out = []
