@@ -449,14 +449,3 @@ from aigc_code.eval.repo_cli import repo_command  # noqa: E402
 
 app.command("repo")(repo_command)
 
-
-def _mount_repo() -> None:
-    """``eval repo`` (the repository benchmark, eval/repo_cli.py) when that module is present."""
-    try:
-        from aigc_code.eval.repo_cli import repo_command
-    except Exception:  # noqa: BLE001 - absent or unfinished: the other commands still work
-        return
-    app.command("repo")(repo_command)
-
-
-_mount_repo()
