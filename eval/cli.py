@@ -448,4 +448,3 @@ def toolchains(
 from aigc_code.eval.repo_cli import repo_command  # noqa: E402
 
 app.command("repo")(repo_command)
-
