@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
+from aigc_code.brackets import replaced_after_cursor
 from aigc_code.mode import MULTI, SINGLE
 from aigc_code.syntax import SYNTAX
 from aigc_code.languages import ts_parser
@@ -128,7 +129,8 @@ class Site:
         """Parse of the document with `text` inserted at the cursor."""
         assert self.language is not None
         ins = text.encode("utf-8")
-        new_src = self._before_b + ins + self._after_b
+        skip = replaced_after_cursor(self.rest_of_line, text)  # auto-closed brackets the item's range replaces
+        new_src = self._before_b + ins + self._after_b[skip:]
         parser = parser_for(self.language)
         if self.tree is None:
             return parser.parse(new_src)
@@ -138,10 +140,10 @@ class Site:
         point = (row, c - self.line_start_byte)
         old.edit(
             start_byte=c,
-            old_end_byte=c,
+            old_end_byte=c + skip,
             new_end_byte=c + len(ins),
             start_point=point,
-            old_end_point=point,
+            old_end_point=(row, point[1] + skip),
             new_end_point=_advance(point, ins),
         )
         return parser.parse(new_src, old)

@@ -480,6 +480,7 @@ async def _completion(ls: AigcServer, params: types.CompletionParams) -> types.C
     if outcome is None or not outcome.suggestions:
         return types.CompletionList(is_incomplete=True, items=[])
     best = outcome.suggestions[0]
+    after = _line_after_cursor(ls, params.text_document.uri, params.position)
     doc = ls.documents.get(params.text_document.uri) if params.text_document.uri in ls.documents else None
     language = doc.language if doc is not None else ""
     item = types.CompletionItem(
@@ -491,7 +492,7 @@ async def _completion(ls: AigcServer, params: types.CompletionParams) -> types.C
         filter_text=None,
         preselect=True,
         insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=types.Range(start=params.position, end=params.position), new_text=best.text),
+        text_edit=types.TextEdit(range=_replace_range(params.position, after, best.text), new_text=best.text),
         data={SECTION: outcome.timing.as_dict()},
     )
     return types.CompletionList(is_incomplete=True, items=[item])

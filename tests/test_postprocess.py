@@ -65,7 +65,8 @@ def test_single_line_mode_and_rest_of_line():
     # The model repeated the `):` right of the cursor: the syntax check drops the duplicate.
     assert fit_syntax("w, h):", s) == "w, h"
     call = site("python", "x = outer(|)\n", SINGLE)
-    assert fit_syntax("inner(1))", call) == "inner(1)"
+    # the item's range replaces the auto-closed `)` that the suggestion closes itself (aigc_code/brackets.py)
+    assert fit_syntax("inner(1))", call) == "inner(1))"
     assert fit_syntax("inner(1)", call) == "inner(1)"  # `inner(1)` + `)` is already right
 
 
