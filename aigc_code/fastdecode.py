@@ -388,8 +388,11 @@ class FastLM:
         On CUDA each compiled block is also captured as a CUDA graph.
         """
         # compiler=None: the same fixed-size step, uncompiled (what tests on a CPU without a GPU can check)
-        step = self._forward_fixed if compiler is None else torch.compile(self._forward_fixed, backend=compiler,
-                                                                          dynamic=False, fullgraph=True)
+        step = (
+            self._forward_fixed
+            if compiler is None
+            else torch.compile(self._forward_fixed, backend=compiler, dynamic=False, fullgraph=True)
+        )
         with torch.inference_mode():
             cache = self.new_cache()  # one set of buffers for every block (CUDA graphs share them)
             for size in sizes:
