@@ -189,8 +189,12 @@ def trim_block(text: str, site: Site) -> str:
     if block.id != root.id and block.end_byte <= e:
         # The suggestion closed (or, in Python, dedented out of) the block around the cursor:
         # keep what it added inside that block.
+        # keep what it added inside that block -- and the closer too when the document lacked it
+        # (the insertion removes syntax errors: an infilled `}` is the answer, not a runaway).
         ends = [ch.end_byte for ch in block.named_children if c < ch.end_byte <= e]
         cut = max(ends) if ends else c
+        if count_errors(root) < site.baseline_errors():
+            cut = block.end_byte
     elif top is not None and top.start_byte >= line_start and top.end_point.row > top.start_point.row and top.end_byte <= e:
         # The suggestion opened a block on the cursor's line and finished it.
         cut = top.end_byte
@@ -206,12 +210,13 @@ def trim_repetition(text: str, site: Site) -> str:
         return text
     lines = text.split("\n")
     cursor_line_blank = not site.before[site.before.rfind("\n") + 1 :].strip() and not site.rest_of_line.strip()
+    indent = site.before[site.before.rfind("\n") + 1 :]
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         if i == 0:
-            # On a blank line, a first line equal to the next line is a repeat too.
-            if cursor_line_blank and line.strip() == below.strip():
+            # On a blank line, a first line equal to the next line (at the same indentation) is a repeat too.
+            if cursor_line_blank and (indent + line.lstrip()).rstrip() == below.rstrip():
                 return ""
             continue
         if line.rstrip() == below:
@@ -285,13 +290,29 @@ def _variants(text: str, site: Site, max_variants: int) -> list[str]:
     return uniq[:max_variants]
 
 
+def _indent_width(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _python_header_without_body(variant: str, site: Site) -> bool:
+    """A Python suggestion that ends in a block header (`if x:`) with no body after it: neither in
+    the suggestion nor in the document (the next line indented deeper than the header's)."""
+    if not (site.mode == MULTI and site.language == "python" and variant.rstrip().endswith(":")):
+        return False
+    if site.rest_of_line.strip():
+        return False
+    header = (site.before.rsplit("\n", 1)[-1] + variant).rsplit("\n", 1)[-1]
+    below = site.line_below()
+    return below is None or _indent_width(below) <= _indent_width(header)
+
+
 def fit_syntax(text: str, site: Site, max_variants: int = 12) -> str | None:
     """The longest version of `text` that adds no syntax errors to the document, or None."""
     if site.language is None:
         return text
     for variant in _variants(text, site, max_variants):
-        if site.mode == MULTI and site.language == "python" and variant.rstrip().endswith(":") and not site.rest_of_line.strip():
-            continue  # a block header with no body (tree-sitter-python accepts it; Python does not)
+        if _python_header_without_body(variant, site):
+            continue  # tree-sitter-python accepts a block header with no body; Python does not
         if not site.adds_errors(variant):
             return variant
     return None
