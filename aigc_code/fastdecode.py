@@ -32,6 +32,7 @@ STATIC_ROPE = ("default", "linear", "llama3")
 FAST_ENV = "AIGC_CODE_FAST"  # "0" turns the fast path off (debugging, A/B benchmarks)
 COMPILE_ENV = "AIGC_CODE_COMPILE"  # "1"/"0": compile fixed-size steps (warmed at load); default: on CUDA only
 MAX_CACHE = 4096  # tokens of static KV cache at most (the engine's context is capped to it)
+HEAD_COPY_BYTES = 64 << 20  # output layers up to this size get a transposed copy (see FastLM.__init__)
 SLACK = 64  # cache rows past the context: room for prompt-lookup drafts fed at the very end
 
 
@@ -179,6 +180,10 @@ class FastLM:
         self.gqa = self.kv_heads != self.heads
         self.vocab = model.lm_head.out_features if hasattr(model.lm_head, "out_features") else self.embed.shape[0]
         self.layers = [self._layer(layer) for layer in inner.layers]
+        # a pre-transposed copy of a small output layer: mm on [in, out] is ~8% faster than linear at one row
+        head = None if self.quantized else self.lm_head.weight
+        small = head is not None and self.lm_head.bias is None and head.numel() * head.element_size() <= HEAD_COPY_BYTES
+        self.head_t = head.t().contiguous() if small else None
         self.freqs = self._rotary(inner, model)
         self.cos, self.sin = self.freqs.real.contiguous(), self.freqs.imag.contiguous()
         self.blocks: dict[int, object] = {}  # fixed token counts -> compiled (or graphed) step
@@ -290,9 +295,14 @@ class FastLM:
             rows = torch.arange(pos, end, device=self.device).unsqueeze(1)
             mask = torch.arange(end, device=self.device).unsqueeze(0) <= rows
 
+        exact = x.dtype == torch.float32  # no casts around the complex multiply (two calls a layer fewer)
+
         def rope(qk):  # [batch, T, heads, head_dim] in pair layout -> rotated, same shape
-            pairs = torch.view_as_complex(qk.float().reshape(batch, count, -1, self.head_dim // 2, 2))
-            return torch.view_as_real(pairs * freqs).view(qk.shape).to(x.dtype)
+            pairs = torch.view_as_complex(
+                (qk if exact else qk.float()).reshape(batch, count, -1, self.head_dim // 2, 2)
+            )
+            rotated = torch.view_as_real(pairs * freqs).view(qk.shape)
+            return rotated if exact else rotated.to(x.dtype)
 
         for i, layer in enumerate(self.layers):
             keys, values = cache.keys[i], cache.values[i]
@@ -349,7 +359,11 @@ class FastLM:
 
     def _logits(self, x) -> torch.Tensor:
         x = F.rms_norm(x, (x.shape[-1],), self.final_norm, self.eps)
-        return self.lm_head(x) if self.quantized else F.linear(x, self.lm_head.weight, self.lm_head.bias)
+        if self.quantized:
+            return self.lm_head(x)
+        if self.head_t is not None:
+            return torch.mm(x, self.head_t)
+        return F.linear(x, self.lm_head.weight, self.lm_head.bias)
 
     def _forward_fixed(self, ids: torch.Tensor, pos: torch.Tensor, keys: list, values: list) -> torch.Tensor:
         """`ids.shape[1]` tokens (batch 1) from tensor position `pos`, attending the whole static cache.
