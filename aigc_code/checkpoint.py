@@ -77,8 +77,11 @@ def latest(target: Path) -> Path | None:
     reason = problem(target)
     if not reason:
         return target
-    hint = (f"the previous checkpoint {old} is intact: move it to {target} to resume from it"
-            if old.exists() and not problem(old) else "no intact previous checkpoint exists; start without --resume")
+    hint = (
+        f"the previous checkpoint {old} is intact: move it to {target} to resume from it"
+        if old.exists() and not problem(old)
+        else "no intact previous checkpoint exists; start without --resume"
+    )
     raise CheckpointError(f"checkpoint {target} cannot be resumed: {reason}; {hint}")
 
 
@@ -96,5 +99,7 @@ def load_torch(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
-        raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); "
-                              f"delete it or resume from an earlier checkpoint") from exc
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); "
+            f"delete it or resume from an earlier checkpoint"
+        ) from exc

@@ -49,18 +49,31 @@ def complete(
     max_new_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Most tokens to generate.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy (deterministic).")] = 0.0,
     n: Annotated[int, typer.Option("--n", min=1, max=16, help="Candidates to sample and rank.")] = 1,
-    workspace: Annotated[bool, typer.Option(help="Index the file's repository (its git root) for copy "
-                                            "candidates and cross-file context, as the server does.")] = True,
+    workspace: Annotated[
+        bool,
+        typer.Option(
+            help="Index the file's repository (its git root) for copy "
+            "candidates and cross-file context, as the server does."
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output with timings.")] = False,
 ):
     """Print the completion at FILE:LINE:COLUMN (fill-in-the-middle with the rest of the file as suffix)."""
     from aigc_code.complete import complete_file
     from aigc_code.settings import Settings
 
-    settings = Settings(model=model, adapter=adapter, device=device, threads=threads,
-                        quantize=check_quantize(quantize), max_new_tokens=max_new_tokens,
-                        temperature=temperature, n=n, seed=0 if temperature > 0 else None,
-                        workspace_index=workspace)
+    settings = Settings(
+        model=model,
+        adapter=adapter,
+        device=device,
+        threads=threads,
+        quantize=check_quantize(quantize),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        n=n,
+        seed=0 if temperature > 0 else None,
+        workspace_index=workspace,
+    )
     try:
         result = complete_file(file, line, column, settings)
     except AigcCodeError as exc:
@@ -74,7 +87,9 @@ def complete(
 @pretrain_app.command("corpus")
 def pretrain_corpus(
     out: Annotated[Path, typer.Option(help="Corpus directory to write.")] = Path("runs/corpus"),
-    scratch: Annotated[Path, typer.Option(help="Scratch folder for npm packages and JDK sources.")] = Path("runs/scratch"),
+    scratch: Annotated[Path, typer.Option(help="Scratch folder for npm packages and JDK sources.")] = Path(
+        "runs/scratch"
+    ),
     max_chars: Annotated[int, typer.Option(help="Characters kept per language.")] = 8_000_000,
 ):
     """Collect, filter, deduplicate and split the multi-language code corpus (offline sources)."""
@@ -98,27 +113,62 @@ def pretrain_train(
     heads: Annotated[int, typer.Option(help="Attention heads (new runs only).")] = 4,
     context: Annotated[int, typer.Option(help="Context length (new runs only).")] = 512,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
-    horizon_tokens: Annotated[Optional[int], typer.Option(help="Length of the cosine learning-rate schedule, in "
-                              "cumulative tokens (default 15M for a new run; given on a resumed run, it "
-                              "replaces the recorded one).")] = None,
+    horizon_tokens: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Length of the cosine learning-rate schedule, in "
+            "cumulative tokens (default 15M for a new run; given on a resumed run, it "
+            "replaces the recorded one)."
+        ),
+    ] = None,
     vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary (new runs only).")] = 8192,
     checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between atomic checkpoints.")] = 5.0,
-    cooldown_steps: Annotated[int, typer.Option(help="Decay the learning rate linearly to its minimum over N "
-                                                "steps, then stop (anneal before `pretrain export`).")] = 0,
-    from_model: Annotated[Optional[Path], typer.Option(help="When OUT has no checkpoint, continue from this "
-                          "exported model (e.g. aigc_code/default_model), keeping its cumulative counts.")] = None,
+    cooldown_steps: Annotated[
+        int,
+        typer.Option(
+            help="Decay the learning rate linearly to its minimum over N "
+            "steps, then stop (anneal before `pretrain export`)."
+        ),
+    ] = 0,
+    from_model: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="When OUT has no checkpoint, continue from this "
+            "exported model (e.g. aigc_code/default_model), keeping its cumulative counts."
+        ),
+    ] = None,
 ):
     """Train (or resume training) the default model; checkpoints atomically every few minutes."""
     from aigc_code.pretrain.train import ModelShape, TrainConfig, train
 
-    shape = ModelShape(hidden=hidden, layers=layers, heads=heads, intermediate=int(hidden * 8 / 3 // 32 * 32),
-                       context=context, vocab_size=vocab_size)
-    cfg = TrainConfig(shape=shape, batch_size=batch_size, horizon_tokens=horizon_tokens or 15_000_000,
-                      checkpoint_minutes=checkpoint_minutes)
+    shape = ModelShape(
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        intermediate=int(hidden * 8 / 3 // 32 * 32),
+        context=context,
+        vocab_size=vocab_size,
+    )
+    cfg = TrainConfig(
+        shape=shape,
+        batch_size=batch_size,
+        horizon_tokens=horizon_tokens or 15_000_000,
+        checkpoint_minutes=checkpoint_minutes,
+    )
     try:
-        state = train(corpus, out, cfg, resume=resume, max_minutes=minutes, max_steps=steps, threads=threads,
-                      device=device, cooldown_steps=cooldown_steps, start_from=from_model,
-                      horizon_tokens=horizon_tokens)
+        state = train(
+            corpus,
+            out,
+            cfg,
+            resume=resume,
+            max_minutes=minutes,
+            max_steps=steps,
+            threads=threads,
+            device=device,
+            cooldown_steps=cooldown_steps,
+            start_from=from_model,
+            horizon_tokens=horizon_tokens,
+        )
     except AigcCodeError as exc:
         _fail(str(exc))
     typer.echo(f"step {state['step']}, {state['tokens']:,} tokens seen in total")
@@ -127,9 +177,13 @@ def pretrain_train(
 @pretrain_app.command("export")
 def pretrain_export(
     run: Annotated[Path, typer.Option(help="Run directory from `pretrain train`.")] = Path("runs/pretrain"),
-    corpus: Annotated[Path, typer.Option(help="Corpus directory (for the model card's statistics).")] = Path("runs/corpus"),
+    corpus: Annotated[Path, typer.Option(help="Corpus directory (for the model card's statistics).")] = Path(
+        "runs/corpus"
+    ),
     out: Annotated[Path, typer.Option(help="Where to write the shippable model.")] = Path("aigc_code/default_model"),
-    gguf: Annotated[Optional[Path], typer.Option(help="Also convert the exported model to GGUF (llama.cpp) here.")] = None,
+    gguf: Annotated[
+        Optional[Path], typer.Option(help="Also convert the exported model to GGUF (llama.cpp) here.")
+    ] = None,
     gguf_dtype: Annotated[str, typer.Option(help="GGUF weight type: f32, f16, bf16 or q8_0.")] = "f32",
 ):
     """Copy the run's checkpoint into a shippable model directory and write its MODEL_CARD.md."""
@@ -148,9 +202,13 @@ def pretrain_export(
 
 @pretrain_app.command("evaluate")
 def pretrain_evaluate(
-    model: Annotated[list[Path], typer.Option("--model", "-m", help="Exported model directory; repeat to compare "
-                                              "(the first is the baseline).")],
-    corpus: Annotated[Path, typer.Option(help="Corpus directory (its validation split is used).")] = Path("runs/corpus"),
+    model: Annotated[
+        list[Path],
+        typer.Option("--model", "-m", help="Exported model directory; repeat to compare (the first is the baseline)."),
+    ],
+    corpus: Annotated[Path, typer.Option(help="Corpus directory (its validation split is used).")] = Path(
+        "runs/corpus"
+    ),
     windows: Annotated[int, typer.Option(min=1, help="Validation windows per language.")] = 32,
     lines: Annotated[int, typer.Option(min=0, help="Held-out next-line completions per language.")] = 40,
     seed: Annotated[int, typer.Option(help="Seed for windows and lines.")] = 0,

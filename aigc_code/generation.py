@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 64

@@ -27,6 +27,27 @@ def _leaf_before(tree: Tree, offset: int) -> Node | None:
 _CLOSERS = set(")]}>;,'\"` \t")
 
 
+def _inside_comment_or_string(leaf: Node | None, offset: int) -> bool:
+    node = leaf
+    while node is not None and node.parent is not None:
+        kind = node.type
+        if "comment" in kind and node.start_byte < offset <= node.end_byte:
+            return True
+        if ("string" in kind or kind in ("char_literal", "rune_literal")) and node.start_byte < offset < node.end_byte:
+            return True
+        node = node.parent
+    return False
+
+
+def _python_colon_opens_block(head: str, leaf: Node | None) -> bool:
+    """A Python `:` opens a block only after a compound statement's header, not after a dict key,
+    a slice or a lambda."""
+    first = head.split(None, 1)[0].split("(")[0] if head.split() else ""
+    return first in PY_COMPOUND or (
+        leaf is not None and leaf.parent is not None and leaf.parent.type in PY_BLOCK_PARENTS
+    )
+
+
 def completion_mode(tree: Tree | None, src: bytes, offset: int, language: str) -> str:
     """`MULTI`, `SINGLE` or `NONE` for a cursor at byte `offset`, from the syntax node there.
 
@@ -41,14 +62,8 @@ def completion_mode(tree: Tree | None, src: bytes, offset: int, language: str) -
     if after[:1].isalnum() or after[:1] == "_":
         return NONE
     leaf = _leaf_before(tree, offset) if tree is not None else None
-    node = leaf
-    while node is not None and node.parent is not None:
-        kind = node.type
-        if "comment" in kind and node.start_byte < offset <= node.end_byte:
-            return SINGLE
-        if ("string" in kind or kind in ("char_literal", "rune_literal")) and node.start_byte < offset < node.end_byte:
-            return SINGLE
-        node = node.parent
+    if _inside_comment_or_string(leaf, offset):
+        return SINGLE
     syntax = SYNTAX.get(language)
     rest = after.strip()
     head = before.rstrip()
@@ -58,14 +73,7 @@ def completion_mode(tree: Tree | None, src: bytes, offset: int, language: str) -
     if syntax is None or not only_closers or not head.endswith(syntax.openers):
         return SINGLE
     if head.endswith(":"):
-        # Python: a block opens only after a compound statement's header, not after a dict key,
-        # a slice or a lambda.
-        first = head.split(None, 1)[0].split("(")[0] if head.split() else ""
-        if first not in PY_COMPOUND and not (
-            leaf is not None and leaf.parent is not None and leaf.parent.type in PY_BLOCK_PARENTS
-        ):
-            return SINGLE
-        return MULTI
+        return MULTI if _python_colon_opens_block(head, leaf) else SINGLE
     if rest and not head.endswith("{"):
         return SINGLE  # e.g. `foo(|)`: the arguments, on this line
     return MULTI

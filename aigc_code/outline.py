@@ -101,31 +101,44 @@ def _text(src: bytes, node: Node) -> str:
     return src[node.start_byte : node.end_byte].decode("utf-8", "replace")
 
 
-def _node_name(node: Node, src: bytes) -> str:
+def _declarator_name(node: Node) -> Node | None:
+    """C/C++: follow `declarator` fields down to the name (`int (*f)(void)` -> `f`)."""
+    d = node.child_by_field_name("declarator")
+    for _ in range(8):
+        if d is None or d.type in _NAME_TYPES:
+            break
+        d = d.child_by_field_name("declarator") or d.child_by_field_name("name")
+    if d is None and node.type in ("struct_specifier", "enum_specifier", "union_specifier", "type_definition"):
+        d = next((c for c in node.named_children if c.type == "type_identifier"), None)
+    return d
+
+
+def _first_named(node: Node, types: tuple[str, ...]) -> Node | None:
+    return next((c for c in node.named_children if c.type in types), None)
+
+
+def _name_node(node: Node) -> Node | None:
+    """The node that names a definition, by the kinds of definitions the grammars have."""
     name = node.child_by_field_name("name")
-    if name is None:
-        kind = node.type
-        if kind == "impl_item":
-            name = node.child_by_field_name("type")
-        elif kind == "type_declaration":
-            spec = next((c for c in node.named_children if c.type in ("type_spec", "type_alias")), None)
-            name = spec.child_by_field_name("name") if spec is not None else None
-        elif kind in ("lexical_declaration", "variable_declaration"):
-            decl = next((c for c in node.named_children if c.type == "variable_declarator"), None)
-            name = decl.child_by_field_name("name") if decl is not None else None
-        elif kind == "expression_statement":
-            target = node.named_children[0] if node.named_children else None
-            if target is not None and target.type == "assignment":
-                name = target.child_by_field_name("left")
-        else:
-            d = node.child_by_field_name("declarator")
-            for _ in range(8):
-                if d is None or d.type in _NAME_TYPES:
-                    break
-                d = d.child_by_field_name("declarator") or d.child_by_field_name("name")
-            name = d
-            if name is None and kind in ("struct_specifier", "enum_specifier", "union_specifier", "type_definition"):
-                name = next((c for c in node.named_children if c.type == "type_identifier"), None)
+    if name is not None:
+        return name
+    kind = node.type
+    if kind == "impl_item":
+        return node.child_by_field_name("type")
+    if kind == "type_declaration":
+        spec = _first_named(node, ("type_spec", "type_alias"))
+        return spec.child_by_field_name("name") if spec is not None else None
+    if kind in ("lexical_declaration", "variable_declaration"):
+        decl = _first_named(node, ("variable_declarator",))
+        return decl.child_by_field_name("name") if decl is not None else None
+    if kind == "expression_statement":
+        target = node.named_children[0] if node.named_children else None
+        return target.child_by_field_name("left") if target is not None and target.type == "assignment" else None
+    return _declarator_name(node)
+
+
+def _node_name(node: Node, src: bytes) -> str:
+    name = _name_node(node)
     if name is None:
         return ""
     if name.type == "qualified_identifier":
@@ -156,62 +169,75 @@ def _function_value(node: Node) -> Node | None:
     return None
 
 
+def _is_function(node: Node, syntax: Syntax, language: str) -> bool:
+    if node.type in syntax.functions:
+        return True
+    return (
+        node.type in ("lexical_declaration", "variable_declaration")
+        and language in ("javascript", "typescript", "typescriptreact")
+        and _function_value(node) is not None
+    )
+
+
+def _function_definition(node: Node, src: bytes, syntax: Syntax, start: int, rows) -> Definition | None:
+    """Signature (the text up to the body) + a stub."""
+    is_binding = node.type in ("lexical_declaration", "variable_declaration")
+    target = _function_value(node) if is_binding else node
+    body = target.child_by_field_name("body") if target is not None else None
+    if body is None:
+        header = _cap_lines(src[start : node.end_byte].decode("utf-8", "replace").rstrip(), 12)
+    else:
+        header = src[start : body.start_byte].decode("utf-8", "replace").rstrip()
+        header = header + " ..." if header.endswith("=>") else _cap_lines(header, 12) + syntax.stub
+    name = _node_name(node, src)
+    if not name:
+        return None
+    return Definition(name, "function", start, node.end_byte, header, _indent_of(src, node), rows=rows)
+
+
+def _container_definition(node: Node, src: bytes, syntax: Syntax, language: str, start: int, rows) -> Definition | None:
+    """Header + the outlines of its members (+ closer)."""
+    body = node.child_by_field_name("body")
+    name = _node_name(node, src)
+    if body is None or not name:
+        return None
+    header = _cap_lines(src[start : body.start_byte].decode("utf-8", "replace").rstrip(), 6)
+    closer = ""
+    if syntax.braces:
+        header += " {"
+        closer = "}" + (";" if language == "cpp" else "")
+    defn = Definition(name, "container", start, node.end_byte, header, _indent_of(src, node), closer=closer, rows=rows)
+    for child, child_start in _walk_wrapped(body, syntax):
+        sub = _definition(child, src, syntax, language, member=True, start=child_start)
+        if sub is not None:
+            defn.members.append(sub)
+    return defn
+
+
+def _data_definition(node: Node, src: bytes, member: bool, start: int, rows) -> Definition | None:
+    """The whole (short) text: a type, a constant, a field."""
+    text = src[start : node.end_byte].decode("utf-8", "replace")
+    if member and node.type == "expression_statement" and ("\n" in text or not ("=" in text or ":" in text)):
+        return None
+    name = _node_name(node, src)
+    if not name:
+        return None
+    return Definition(
+        name, "data", start, node.end_byte, _cap_lines(text.rstrip(), 20), _indent_of(src, node), rows=rows
+    )
+
+
 def _definition(
     node: Node, src: bytes, syntax: Syntax, language: str, member: bool = False, start: int | None = None
 ) -> Definition | None:
-    kind = node.type
     start = node.start_byte if start is None else start
     rows = (node.start_point.row, node.end_point.row)
-    if kind in syntax.functions or (
-        kind in ("lexical_declaration", "variable_declaration")
-        and language in ("javascript", "typescript", "typescriptreact")
-        and _function_value(node) is not None
-    ):
-        target = _function_value(node) if kind in ("lexical_declaration", "variable_declaration") else node
-        body = target.child_by_field_name("body") if target is not None else None
-        if body is None:
-            header = _cap_lines(src[start : node.end_byte].decode("utf-8", "replace").rstrip(), 12)
-        else:
-            header = src[start : body.start_byte].decode("utf-8", "replace").rstrip()
-            if header.endswith("=>"):
-                header += " ..."
-            else:
-                header = _cap_lines(header, 12) + syntax.stub
-        name = _node_name(node, src)
-        return (
-            Definition(name, "function", start, node.end_byte, header, _indent_of(src, node), rows=rows)
-            if name
-            else None
-        )
-    if kind in syntax.containers:
-        body = node.child_by_field_name("body")
-        name = _node_name(node, src)
-        if body is None or not name:
-            return None
-        header = _cap_lines(src[start : body.start_byte].decode("utf-8", "replace").rstrip(), 6)
-        closer = ""
-        if syntax.braces:
-            header += " {"
-            closer = "}" + (";" if language == "cpp" else "")
-        defn = Definition(
-            name, "container", start, node.end_byte, header, _indent_of(src, node), closer=closer, rows=rows
-        )
-        for child, child_start in _walk_wrapped(body, syntax):
-            sub = _definition(child, src, syntax, language, member=True, start=child_start)
-            if sub is not None:
-                defn.members.append(sub)
-        return defn
-    is_data = kind in syntax.data or (member and kind in syntax.member_data)
-    if is_data:
-        text = src[start : node.end_byte].decode("utf-8", "replace")
-        if member and kind == "expression_statement" and ("\n" in text or not ("=" in text or ":" in text)):
-            return None
-        name = _node_name(node, src)
-        if not name:
-            return None
-        return Definition(
-            name, "data", start, node.end_byte, _cap_lines(text.rstrip(), 20), _indent_of(src, node), rows=rows
-        )
+    if _is_function(node, syntax, language):
+        return _function_definition(node, src, syntax, start, rows)
+    if node.type in syntax.containers:
+        return _container_definition(node, src, syntax, language, start, rows)
+    if node.type in syntax.data or (member and node.type in syntax.member_data):
+        return _data_definition(node, src, member, start, rows)
     return None
 
 

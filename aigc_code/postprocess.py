@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from aigc_code.brackets import replaced_after_cursor
+from aigc_code.languages import ts_parser
 from aigc_code.mode import MULTI, SINGLE
 from aigc_code.syntax import SYNTAX
-from aigc_code.languages import ts_parser
 
 if TYPE_CHECKING:  # pragma: no cover
     from tree_sitter import Node, Tree
@@ -163,6 +164,18 @@ class Site:
 # Trimming
 
 
+def _block_around(root: Node, first: int, line_start: int) -> tuple[Node, Node | None]:
+    """(the innermost node that starts before the cursor's line and holds the suggestion's first
+    byte, its child on that path: what the suggestion opened on the cursor's line)."""
+    node = root.descendant_for_byte_range(first, first + 1)
+    chain: list[Node] = []
+    while node is not None:
+        chain.append(node)
+        node = node.parent
+    b_index = next((i for i, n in enumerate(chain) if n.start_byte < line_start), len(chain) - 1)
+    return chain[b_index], (chain[b_index - 1] if b_index > 0 else None)
+
+
 def trim_block(text: str, site: Site) -> str:
     """Cut a multi-line suggestion at the end of the block it opened, or where it leaves the
     block that encloses the cursor's line."""
@@ -174,15 +187,8 @@ def trim_block(text: str, site: Site) -> str:
     first = c + (len(ins) - len(ins.lstrip()))
     tree = site.parse_with(text)
     root = tree.root_node
-    node = root.descendant_for_byte_range(first, first + 1)
-    chain: list[Node] = []
-    while node is not None:
-        chain.append(node)
-        node = node.parent
     line_start = site.line_start_byte
-    b_index = next((i for i, n in enumerate(chain) if n.start_byte < line_start), len(chain) - 1)
-    block = chain[b_index]
-    top = chain[b_index - 1] if b_index > 0 else None
+    block, top = _block_around(root, first, line_start)
     if block.type == "ERROR" or (top is not None and top.type == "ERROR"):
         return text
     cut = None
@@ -195,7 +201,12 @@ def trim_block(text: str, site: Site) -> str:
         cut = max(ends) if ends else c
         if count_errors(root) < site.baseline_errors():
             cut = block.end_byte
-    elif top is not None and top.start_byte >= line_start and top.end_point.row > top.start_point.row and top.end_byte <= e:
+    elif (
+        top is not None
+        and top.start_byte >= line_start
+        and top.end_point.row > top.start_point.row
+        and top.end_byte <= e
+    ):
         # The suggestion opened a block on the cursor's line and finished it.
         cut = top.end_byte
     if cut is None:

@@ -81,7 +81,7 @@ class Deduplicator:
         self.buckets: set[tuple[int, tuple[int, ...]]] = set()
 
     def check_and_add(self, text: str) -> str:
-        """"" if `text` is new (and remembers it), else "duplicate" / "near-duplicate"."""
+        """ "" if `text` is new (and remembers it), else "duplicate" / "near-duplicate"."""
         h = content_hash(text)
         if h in self.exact:
             return "duplicate"

@@ -360,30 +360,39 @@ def _group(records: list[dict], key: str) -> dict[str, dict[str, list[dict]]]:
     return out
 
 
+def _mean_over_repos(by_repo: dict, configs: list[str]) -> dict[str, float]:
+    """Next-line exact match averaged over repositories (each counts once, whatever its size)."""
+    out = {}
+    for c in configs:
+        values = [row[c]["em_line"] for row in by_repo.values() if c in row]
+        out[c] = round(statistics.fmean(values), 4)
+    return out
+
+
+def build_report(records: list[dict], meta: dict) -> dict:
+    configs = [c for c in meta["configs"] if any(r["config"] == c for r in records)]
+    by_repo = {k: {c: _summary(v) for c, v in g.items()} for k, g in _group(records, "repo").items()}
+    return {
+        "run": meta,
+        "configs": configs,
+        "overall": {c: _summary([r for r in records if r["config"] == c]) for c in configs},
+        "by_repo": by_repo,
+        "by_language": {k: {c: _summary(v) for c, v in g.items()} for k, g in _group(records, "language").items()},
+        "languages": {
+            repo: Counter(r["language"] for r in records if r["repo"] == repo).most_common(1)[0][0] for repo in by_repo
+        },
+        "mean_over_repos_em_line": _mean_over_repos(by_repo, configs),
+    }
+
+
 def write_report(out: Path) -> dict:
     records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
     if not records:
         raise AigcCodeError(f"{out}/results.jsonl holds no results")
-    meta = json.loads((out / "run.json").read_text())
-    configs = [c for c in meta["configs"] if any(r["config"] == c for r in records)]
-    report = {
-        "run": meta,
-        "overall": {c: _summary([r for r in records if r["config"] == c]) for c in configs},
-        "by_repo": {k: {c: _summary(v) for c, v in g.items()} for k, g in _group(records, "repo").items()},
-        "by_language": {k: {c: _summary(v) for c, v in g.items()} for k, g in _group(records, "language").items()},
-    }
-    report["languages"] = {
-        repo: Counter(r["language"] for r in records if r["repo"] == repo).most_common(1)[0][0]
-        for repo in report["by_repo"]
-    }
-    repo_means = {
-        c: statistics.fmean(report["by_repo"][k][c]["em_line"] for k in report["by_repo"] if c in report["by_repo"][k])
-        for c in configs
-    }
-    report["mean_over_repos_em_line"] = {c: round(v, 4) for c, v in repo_means.items()}
+    report = build_report(records, json.loads((out / "run.json").read_text()))
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(markdown(report, configs))
-    _plot(report, configs, out / "plot.png")
+    (out / "report.md").write_text(markdown(report, report["configs"]))
+    _plot(report, report["configs"], out / "plot.png")
     return report
 
 

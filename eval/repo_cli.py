@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from aigc_code.eval.repo import DEFAULT_CONFIGS
 
 from aigc_code.errors import AigcCodeError
-from aigc_code.eval.repo import DEFAULT_CONFIGS
 
 
 def repo_command(

@@ -30,8 +30,9 @@ from aigc_code.options import (
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-app = typer.Typer(help="The aigc-code language server.", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="The aigc-code language server.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+)
 
 
 @app.callback()
@@ -134,8 +135,17 @@ def serve(
     if backend not in ("local", "openai"):
         print(f"error: unknown backend {backend!r}: use local or openai", file=sys.stderr)
         return 2
-    settings = Settings(model=model, adapter=adapter, backend=backend, endpoint=endpoint, device=device,
-                        fim_format=fim_format, threads=threads, quantize=quantize, max_context=max_context)
+    settings = Settings(
+        model=model,
+        adapter=adapter,
+        backend=backend,
+        endpoint=endpoint,
+        device=device,
+        fim_format=fim_format,
+        threads=threads,
+        quantize=quantize,
+        max_context=max_context,
+    )
     if check:
         ok, line = check_backend(settings)
         print(("ok: " if ok else "error: ") + line)
@@ -143,9 +153,11 @@ def serve(
     token = token or os.environ.get("AIGC_CODE_TOKEN") or None
     if tcp and not is_loopback(host):
         if not allow_remote:
-            print(f"error: --host {host} is not a loopback address: anyone who can reach it could use the model. "
-                  "Pass --allow-remote to bind it anyway (and --token SECRET so that clients must authenticate).",
-                  file=sys.stderr)
+            print(
+                f"error: --host {host} is not a loopback address: anyone who can reach it could use the model. "
+                "Pass --allow-remote to bind it anyway (and --token SECRET so that clients must authenticate).",
+                file=sys.stderr,
+            )
             return 2
         if not token:
             log.warning("serving on %s:%d without --token: any client that can connect may use the server", host, port)
@@ -188,21 +200,48 @@ def serve_command(
     quantize: QuantizeOpt = None,
     fim_format: FimFormatOpt = "starcoder",
     max_context: MaxContextOpt = None,
-    tcp: Annotated[bool, typer.Option("--tcp", help="Listen on TCP instead of stdio (one session per client).")] = False,
-    host: Annotated[str, typer.Option("--host", help="TCP address to bind (non-loopback needs --allow-remote).")] = "127.0.0.1",
+    tcp: Annotated[
+        bool, typer.Option("--tcp", help="Listen on TCP instead of stdio (one session per client).")
+    ] = False,
+    host: Annotated[
+        str, typer.Option("--host", help="TCP address to bind (non-loopback needs --allow-remote).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 2087,
     allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow binding a non-loopback address.")] = False,
-    token: Annotated[Optional[str], typer.Option("--token", help="Shared secret TCP clients must send in initializationOptions.aigcCode.token "
-                                                 "(or set $AIGC_CODE_TOKEN).")] = None,
+    token: Annotated[
+        Optional[str],
+        typer.Option(
+            "--token",
+            help="Shared secret TCP clients must send in initializationOptions.aigcCode.token "
+            "(or set $AIGC_CODE_TOKEN).",
+        ),
+    ] = None,
     log_file: Annotated[Optional[str], typer.Option("--log-file", help="Also write logs to this file.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
-    check: Annotated[bool, typer.Option("--check", help="Load the model / reach the backend, print one line, exit 0 (ok) or 1.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Load the model / reach the backend, print one line, exit 0 (ok) or 1.")
+    ] = False,
 ):
     """Run the LSP server (stdio by default): inline completion, completion fallback, incremental sync."""
-    code = serve(model=model, adapter=adapter, backend=backend, endpoint=endpoint, device=device, fim_format=fim_format,
-                 threads=threads, quantize=check_quantize(quantize), max_context=max_context,
-                 tcp=tcp, host=host, port=port, allow_remote=allow_remote, token=token, log_file=log_file,
-                 log_level=log_level, check=check)
+    code = serve(
+        model=model,
+        adapter=adapter,
+        backend=backend,
+        endpoint=endpoint,
+        device=device,
+        fim_format=fim_format,
+        threads=threads,
+        quantize=check_quantize(quantize),
+        max_context=max_context,
+        tcp=tcp,
+        host=host,
+        port=port,
+        allow_remote=allow_remote,
+        token=token,
+        log_file=log_file,
+        log_level=log_level,
+        check=check,
+    )
     logging.shutdown()
     if not check and code in (0, 1):
         sys.stderr.flush()

@@ -43,8 +43,8 @@ from aigc_code.pipeline import CompletionOutcome, CompletionPipeline, Completion
 from .backend import BackendHolder
 from .documents import UTF16, DocumentStore, PositionError, UnknownDocument, display_path
 from .settings import SECTION, Settings, merge, section
-from .workspace import WorkspaceWatch, client_can_watch, local_path, watcher_registration
 from .transport import MAX_HEADER_LINE, LimitedStdinReader, run_framed
+from .workspace import WorkspaceWatch, client_can_watch, local_path, watcher_registration
 
 log = logging.getLogger("aigc_code.server")
 
@@ -91,7 +91,9 @@ class AigcProtocol(LanguageServerProtocol):
     def handle_message(self, message):
         if isinstance(message, _Malformed):
             if message.id is None:  # a notification: nobody to answer, tell the log
-                self._server.log_to_client(logging.WARNING, f"malformed {message.method} notification ignored: {message.detail}")
+                self._server.log_to_client(
+                    logging.WARNING, f"malformed {message.method} notification ignored: {message.detail}"
+                )
                 return
             log.warning("malformed %s request %r: %s", message.method, message.id, message.detail)
             error = JsonRpcInvalidParams(f"invalid params for {message.method}: {message.detail}")
@@ -100,8 +102,9 @@ class AigcProtocol(LanguageServerProtocol):
         method = getattr(message, "method", None)
         if not self._server.authorized and method not in (types.INITIALIZE, types.EXIT, None):
             if hasattr(message, "id") and method is not None:
-                error = JsonRpcException("not authorized: send the server's token in initializationOptions.aigcCode.token",
-                                         code=UNAUTHORIZED)
+                error = JsonRpcException(
+                    "not authorized: send the server's token in initializationOptions.aigcCode.token", code=UNAUTHORIZED
+                )
                 self._send_response(message.id, None, error.to_response_error())
             return
         super().handle_message(message)
@@ -139,8 +142,13 @@ class AigcProtocol(LanguageServerProtocol):
 
 class AigcServer(LanguageServer):
     def __init__(self, settings: Settings | None = None, token: str | None = None, holder: BackendHolder | None = None):
-        super().__init__("aigc-code", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
-                         protocol_cls=AigcProtocol, max_workers=2)
+        super().__init__(
+            "aigc-code",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=AigcProtocol,
+            max_workers=2,
+        )
         self.base_settings = settings or Settings()
         self.init_settings = self.base_settings
         self.settings = self.base_settings
@@ -180,8 +188,15 @@ class AigcServer(LanguageServer):
     def log_to_client(self, level: int, message: str) -> None:
         """Python log record + `window/logMessage` (from any thread)."""
         log.log(level, "%s", message)
-        kind = (types.MessageType.Error if level >= logging.ERROR else types.MessageType.Warning if level >= logging.WARNING
-                else types.MessageType.Info if level >= logging.INFO else types.MessageType.Log)
+        kind = (
+            types.MessageType.Error
+            if level >= logging.ERROR
+            else types.MessageType.Warning
+            if level >= logging.WARNING
+            else types.MessageType.Info
+            if level >= logging.INFO
+            else types.MessageType.Log
+        )
         params = types.LogMessageParams(type=kind, message=f"aigc-code: {message}")
         try:
             loop = asyncio.get_running_loop()
@@ -196,7 +211,11 @@ class AigcServer(LanguageServer):
         """pygls' out-of-band errors: log them (and tell the client) instead of a popup."""
         if source == FeatureRequestError:
             return  # already answered as an error response
-        text = f"a message body is not valid JSON ({error})" if isinstance(error, json.JSONDecodeError) else f"{source.__name__}: {error}"
+        text = (
+            f"a message body is not valid JSON ({error})"
+            if isinstance(error, json.JSONDecodeError)
+            else f"{source.__name__}: {error}"
+        )
         try:
             self.log_to_client(logging.ERROR, text)
         except Exception:  # pragma: no cover
@@ -210,8 +229,17 @@ class AigcServer(LanguageServer):
             self.log_to_client(logging.WARNING, problem)
         if new.cache_size != self.cache.capacity:
             self.cache.capacity = new.cache_size
-        generation_keys = ("max_new_tokens", "temperature", "top_p", "n", "seed", "prefix_tokens", "suffix_tokens",
-                           "context_tokens", "time_budget_ms")
+        generation_keys = (
+            "max_new_tokens",
+            "temperature",
+            "top_p",
+            "n",
+            "seed",
+            "prefix_tokens",
+            "suffix_tokens",
+            "context_tokens",
+            "time_budget_ms",
+        )
         if new.backend_spec() != old.backend_spec() or any(getattr(new, k) != getattr(old, k) for k in generation_keys):
             self.cache.clear()
         if new.backend_spec() != old.backend_spec():
@@ -234,8 +262,11 @@ class AigcServer(LanguageServer):
                 self.log_to_client(logging.INFO, f"ready: {message} (loaded in {self.backends.load_ms:.0f} ms)")
             else:
                 self.log_to_client(logging.ERROR, f"cannot load the model: {message}")
-                self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error,
-                                                                 message=f"aigc-code: cannot load the model: {message}"))
+                self.window_show_message(
+                    types.ShowMessageParams(
+                        type=types.MessageType.Error, message=f"aigc-code: cannot load the model: {message}"
+                    )
+                )
 
         asyncio.ensure_future(load())
 
@@ -278,10 +309,20 @@ class AigcServer(LanguageServer):
                 if token.cancelled:
                     return None
                 doc, index = self.cursor(uri, position)
-            others = [(d.snapshot(), display_path(d.uri, self.roots)) for d in self.documents.recent(exclude=uri, limit=MAX_CONTEXT_DOCUMENTS)
-                      if d.language is not None]
-            request = CompletionRequest(doc=doc.snapshot(), path=display_path(uri, self.roots), cursor=index,
-                                        settings=settings, others=others, invoked=invoked, file_path=local_path(uri))
+            others = [
+                (d.snapshot(), display_path(d.uri, self.roots))
+                for d in self.documents.recent(exclude=uri, limit=MAX_CONTEXT_DOCUMENTS)
+                if d.language is not None
+            ]
+            request = CompletionRequest(
+                doc=doc.snapshot(),
+                path=display_path(uri, self.roots),
+                cursor=index,
+                settings=settings,
+                others=others,
+                invoked=invoked,
+                file_path=local_path(uri),
+            )
             outcome = await loop.run_in_executor(self.executor, self.pipeline.run, request, token, time.perf_counter())
         except asyncio.CancelledError:
             token.cancel()  # $/cancelRequest or shutdown: stop the model at its next token
@@ -303,8 +344,17 @@ class AigcServer(LanguageServer):
         outcome.timing.total_ms = (time.perf_counter() - received) * 1000
         self.last_timing = {"uri": uri, "version": doc.version, **outcome.timing.as_dict()}
         t = outcome.timing
-        log.debug("completion %s:%d:%d mode=%s cache=%s total=%.1fms model=%.1fms suggestions=%d", uri, position.line,
-                  position.character, t.mode, t.cache_hit, t.total_ms, t.model_ms, t.suggestions)
+        log.debug(
+            "completion %s:%d:%d mode=%s cache=%s total=%.1fms model=%.1fms suggestions=%d",
+            uri,
+            position.line,
+            position.character,
+            t.mode,
+            t.cache_hit,
+            t.total_ms,
+            t.model_ms,
+            t.suggestions,
+        )
         return outcome
 
 
@@ -333,7 +383,9 @@ def _initialize(ls: AigcServer, params: types.InitializeParams) -> None:
         if given is None and isinstance(options, dict):
             given = options.get("token")
         if given != ls.required_token:
-            raise JsonRpcException("not authorized: wrong or missing initializationOptions.aigcCode.token", code=UNAUTHORIZED)
+            raise JsonRpcException(
+                "not authorized: wrong or missing initializationOptions.aigcCode.token", code=UNAUTHORIZED
+            )
         ls.authorized = True
     if raw:
         raw = {k: v for k, v in raw.items() if k != "token"}
@@ -364,8 +416,10 @@ def start_workspace_index(ls: AigcServer) -> None:
 
     def done(report: dict) -> None:
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.get("skipped", {}).items())) or "none"
-        ls.log_to_client(logging.INFO, f"workspace index: {report.get('files', 0)} files in "
-                         f"{report.get('seconds', 0):.1f} s (skipped: {skipped})")
+        ls.log_to_client(
+            logging.INFO,
+            f"workspace index: {report.get('files', 0)} files in {report.get('seconds', 0):.1f} s (skipped: {skipped})",
+        )
 
     ls.repository.start(ls.roots, ls.settings, on_done=done)
     ls.pipeline.workspace = ls.repository.index
@@ -423,7 +477,8 @@ async def _did_change_configuration(ls: AigcServer, params: types.DidChangeConfi
         if caps is not None and caps.configuration:
             try:
                 result = await ls.workspace_configuration_async(
-                    types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)]))
+                    types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
+                )
                 raw = result[0] if result and isinstance(result[0], dict) else None
             except Exception as exc:
                 ls.log_to_client(logging.WARNING, f"workspace/configuration failed: {exc}")
@@ -444,9 +499,12 @@ async def _inline_completion(ls: AigcServer, params: types.InlineCompletionParam
     if outcome is None or not outcome.suggestions:
         return types.InlineCompletionList(items=[])
     after = _line_after_cursor(ls, params.text_document.uri, params.position)
-    return types.InlineCompletionList(items=[
-        types.InlineCompletionItem(insert_text=s.text, range=_replace_range(params.position, after, s.text))
-        for s in outcome.suggestions])
+    return types.InlineCompletionList(
+        items=[
+            types.InlineCompletionItem(insert_text=s.text, range=_replace_range(params.position, after, s.text))
+            for s in outcome.suggestions
+        ]
+    )
 
 
 def _line_after_cursor(ls: AigcServer, uri: str, position: types.Position) -> str:
@@ -524,7 +582,9 @@ def _shutdown(ls: AigcServer, params: Any = None) -> None:
     ls.inflight.clear()
 
 
-def create_server(settings: Settings | None = None, token: str | None = None, holder: BackendHolder | None = None) -> AigcServer:
+def create_server(
+    settings: Settings | None = None, token: str | None = None, holder: BackendHolder | None = None
+) -> AigcServer:
     server = AigcServer(settings, token, holder)
     server.feature(types.INITIALIZE)(_initialize)
     server.feature(types.INITIALIZED)(_initialized)
@@ -535,8 +595,9 @@ def create_server(settings: Settings | None = None, token: str | None = None, ho
     server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)(_did_change_watched_files)
     server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(_did_change_configuration)
     server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(_inline_completion)
-    server.feature(types.TEXT_DOCUMENT_COMPLETION,
-                   types.CompletionOptions(trigger_characters=[".", "("], resolve_provider=False))(_completion)
+    server.feature(
+        types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "("], resolve_provider=False)
+    )(_completion)
     server.feature(LAST_TIMING)(_last_timing)
     server.feature(STATUS)(_status)
     server.feature(types.SHUTDOWN)(_shutdown)
@@ -562,8 +623,7 @@ async def _serve_connection(reader, writer, make_server) -> None:
         log.info("client %s left", peer)
 
 
-async def serve_tcp(settings: Settings, host: str, port: int, token: str | None = None,
-                    on_listening=None) -> None:
+async def serve_tcp(settings: Settings, host: str, port: int, token: str | None = None, on_listening=None) -> None:
     """Serve LSP clients on host:port, one server session per connection, until cancelled.
     The model is loaded once and shared; "listening" is logged only once the bind succeeded."""
     holder = BackendHolder()
@@ -571,8 +631,7 @@ async def serve_tcp(settings: Settings, host: str, port: int, token: str | None 
     def make() -> AigcServer:
         return create_server(settings, token=token, holder=holder)
 
-    listener = await asyncio.start_server(lambda r, w: _serve_connection(r, w, make), host, port,
-                                          limit=MAX_HEADER_LINE)
+    listener = await asyncio.start_server(lambda r, w: _serve_connection(r, w, make), host, port, limit=MAX_HEADER_LINE)
     bound = listener.sockets[0].getsockname() if listener.sockets else (host, port)
     log.info("aigc-code LSP server listening on %s:%d", bound[0], bound[1])
     if on_listening is not None:

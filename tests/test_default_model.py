@@ -22,9 +22,26 @@ def test_model_card_and_weights_ship_with_the_package():
 
 
 def complete(path: str, line: int, column: int) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "aigc_code", "complete", path, "--line", str(line), "--column",
-                           str(column), "--json", "--max-new-tokens", "32"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aigc_code",
+            "complete",
+            path,
+            "--line",
+            str(line),
+            "--column",
+            str(column),
+            "--json",
+            "--max-new-tokens",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 

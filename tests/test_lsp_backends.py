@@ -5,8 +5,8 @@ TCP with a shared token."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import json
+import signal
 import socket
 import subprocess
 import sys

@@ -10,11 +10,16 @@ from aigc_code.loading import DEFAULT_MODEL_DIR
 
 # (language, file text, cursor positions to try: (line, character))
 CASES = {
-    "python": ("import os\n\n\ndef list_files(path):\n    names = []\n    for name in os.listdir(path):\n        \n"
-               "    return names\n", [(6, 8), (4, 12), (5, 8)]),
-    "javascript": ("const fs = require('fs');\n\nfunction readConfig(path) {\n  const text = fs.\n}\n",
-                   [(3, 18), (3, 8)]),
-    "go": ("package main\n\nimport \"fmt\"\n\nfunc main() {\n\tname := \"world\"\n\tfmt.\n}\n", [(6, 5), (5, 9)]),
+    "python": (
+        "import os\n\n\ndef list_files(path):\n    names = []\n    for name in os.listdir(path):\n        \n"
+        "    return names\n",
+        [(6, 8), (4, 12), (5, 8)],
+    ),
+    "javascript": (
+        "const fs = require('fs');\n\nfunction readConfig(path) {\n  const text = fs.\n}\n",
+        [(3, 18), (3, 8)],
+    ),
+    "go": ('package main\n\nimport "fmt"\n\nfunc main() {\n\tname := "world"\n\tfmt.\n}\n', [(6, 5), (5, 9)]),
     "rust": ("fn main() {\n    let v = vec![1, 2, 3];\n    let total: i32 = v.\n}\n", [(2, 23), (1, 12)]),
 }
 EXT = {"python": "py", "javascript": "js", "go": "go", "rust": "rs"}
@@ -39,8 +44,16 @@ def apply(text: str, line: int, character: int, insert: str) -> str:
 @pytest.fixture(scope="module")
 def client():
     c = RawClient(server_cmd(DEFAULT_MODEL_DIR))
-    c.request("initialize", {"processId": None, "rootUri": None, "capabilities": {},
-                             "initializationOptions": {"aigcCode": {"maxNewTokens": 32}}}, timeout=300)
+    c.request(
+        "initialize",
+        {
+            "processId": None,
+            "rootUri": None,
+            "capabilities": {},
+            "initializationOptions": {"aigcCode": {"maxNewTokens": 32}},
+        },
+        timeout=300,
+    )
     c.notify("initialized", {})
     yield c
     c.close()
@@ -50,15 +63,22 @@ def client():
 def test_default_model_gives_syntax_valid_inline_completions(client, language):
     text, positions = CASES[language]
     uri = f"file:///project/main.{EXT[language]}"
-    client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": language, "version": 1,
-                                                           "text": text}})
+    client.notify(
+        "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": language, "version": 1, "text": text}}
+    )
     parser = ts_parser(language)
     baseline = errors(parser.parse(text.encode()))
     got = []
     for line, character in positions:
-        response = client.request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": uri}, "position": {"line": line, "character": character},
-            "context": {"triggerKind": 1}}, timeout=120)
+        response = client.request(
+            "textDocument/inlineCompletion",
+            {
+                "textDocument": {"uri": uri},
+                "position": {"line": line, "character": character},
+                "context": {"triggerKind": 1},
+            },
+            timeout=120,
+        )
         assert "result" in response, response
         for item in response["result"]["items"]:
             got.append(item["insertText"])

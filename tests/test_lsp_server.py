@@ -24,12 +24,16 @@ BASE = {"maxNewTokens": 8, "temperature": 0.0}
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(tiny_model):
     c = make_test_lsp_client()
-    await c.start_io(sys.executable, "-m", "aigc_code.server", "serve", "--model", str(tiny_model), "--log-level", "INFO")
-    c.init_result = await c.initialize_session(T.InitializeParams(
-        capabilities=T.ClientCapabilities(workspace=T.WorkspaceClientCapabilities(configuration=True)),
-        root_uri="file:///project",
-        initialization_options={"aigcCode": dict(BASE)},
-    ))
+    await c.start_io(
+        sys.executable, "-m", "aigc_code.server", "serve", "--model", str(tiny_model), "--log-level", "INFO"
+    )
+    c.init_result = await c.initialize_session(
+        T.InitializeParams(
+            capabilities=T.ClientCapabilities(workspace=T.WorkspaceClientCapabilities(configuration=True)),
+            root_uri="file:///project",
+            initialization_options={"aigcCode": dict(BASE)},
+        )
+    )
     yield c
     if c._server is not None and c._server.returncode is None:
         try:
@@ -40,7 +44,9 @@ async def client(tiny_model):
 
 
 def configure(client, **settings) -> None:
-    client.workspace_did_change_configuration(T.DidChangeConfigurationParams(settings={"aigcCode": {**BASE, **settings}}))
+    client.workspace_did_change_configuration(
+        T.DidChangeConfigurationParams(settings={"aigcCode": {**BASE, **settings}})
+    )
 
 
 def open_doc(client, uri: str, language: str, text: str, version: int = 1) -> None:
@@ -48,8 +54,11 @@ def open_doc(client, uri: str, language: str, text: str, version: int = 1) -> No
 
 
 def inline(client, uri: str, line: int, character: int, kind=T.InlineCompletionTriggerKind.Automatic, msg_id=None):
-    params = T.InlineCompletionParams(context=T.InlineCompletionContext(trigger_kind=kind),
-                                      text_document=T.TextDocumentIdentifier(uri), position=T.Position(line, character))
+    params = T.InlineCompletionParams(
+        context=T.InlineCompletionContext(trigger_kind=kind),
+        text_document=T.TextDocumentIdentifier(uri),
+        position=T.Position(line, character),
+    )
     if msg_id is not None:
         return client.protocol.send_request_async(T.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
     return client.text_document_inline_completion_async(params)
@@ -120,8 +129,9 @@ async def test_inline_completion_and_completion_fallback(client):
     assert timing["model_ms"] > 0 and timing["total_ms"] >= timing["model_ms"]
 
     # The completion fallback answers from the cache: same text, as a textEdit, shown first.
-    completion = await client.text_document_completion_async(T.CompletionParams(
-        text_document=T.TextDocumentIdentifier(uri), position=T.Position(line, col)))
+    completion = await client.text_document_completion_async(
+        T.CompletionParams(text_document=T.TextDocumentIdentifier(uri), position=T.Position(line, col))
+    )
     assert completion.is_incomplete and len(completion.items) == 1
     citem = completion.items[0]
     assert citem.text_edit.new_text == item.insert_text
@@ -131,9 +141,16 @@ async def test_inline_completion_and_completion_fallback(client):
 
     # Typing the first character of the suggestion: the rest comes from the cache, no model call.
     typed = item.insert_text[0]
-    client.text_document_did_change(T.DidChangeTextDocumentParams(
-        text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        content_changes=[T.TextDocumentContentChangePartial(range=T.Range(T.Position(line, col), T.Position(line, col)), text=typed)]))
+    client.text_document_did_change(
+        T.DidChangeTextDocumentParams(
+            text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                T.TextDocumentContentChangePartial(
+                    range=T.Range(T.Position(line, col), T.Position(line, col)), text=typed
+                )
+            ],
+        )
+    )
     if len(item.insert_text) > 1:
         again = await inline(client, uri, line, col + 1)
         assert again.items and again.items[0].insert_text == item.insert_text[1:]
@@ -143,12 +160,24 @@ async def test_inline_completion_and_completion_fallback(client):
 LANG_DOCS = [
     # (language id, file, text, (line, character), expected mode)
     ("javascript", "app.js", "function total(items) {\n  let sum = 0;\n  \n}\n", (2, 2), "multi"),
-    ("typescript", "svc.ts", "export class Svc {\n  run(x: number): number {\n    return x\n  }\n}\n", (2, 12), "single"),
+    (
+        "typescript",
+        "svc.ts",
+        "export class Svc {\n  run(x: number): number {\n    return x\n  }\n}\n",
+        (2, 12),
+        "single",
+    ),
     ("go", "main.go", "package main\n\nfunc add(a, b int) int {\n\t\n}\n", (3, 1), "multi"),
     ("rust", "lib.rs", "fn add(a: i32, b: i32) -> i32 {\n    let total = a + \n}\n", (1, 20), "single"),
     ("java", "Main.java", "class Main {\n  int twice(int x) {\n    return twi(x);\n  }\n}\n", (2, 13), "none"),
     ("c", "util.c", "#include <stdio.h>\n\nint square(int x) {\n  \n}\n", (3, 2), "multi"),
-    ("cpp", "util.cpp", "#include <vector>\n\nint main() {\n  std::vector<int> v;\n  // print the\n}\n", (4, 14), "single"),
+    (
+        "cpp",
+        "util.cpp",
+        "#include <vector>\n\nint main() {\n  std::vector<int> v;\n  // print the\n}\n",
+        (4, 14),
+        "single",
+    ),
 ]
 
 
@@ -180,12 +209,17 @@ async def test_incremental_sync_utf16_positions(client):
     uri = "file:///project/emoji.py"
     open_doc(client, uri, "python", "s = 'ab'\n")
     # Insert an astral character (2 UTF-16 code units) and a line, incrementally.
-    client.text_document_did_change(T.DidChangeTextDocumentParams(
-        text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        content_changes=[
-            T.TextDocumentContentChangePartial(range=T.Range(T.Position(0, 6), T.Position(0, 6)), text="\U0001F600"),
-            T.TextDocumentContentChangePartial(range=T.Range(T.Position(1, 0), T.Position(1, 0)), text="t = s\n"),
-        ]))
+    client.text_document_did_change(
+        T.DidChangeTextDocumentParams(
+            text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                T.TextDocumentContentChangePartial(
+                    range=T.Range(T.Position(0, 6), T.Position(0, 6)), text="\U0001f600"
+                ),
+                T.TextDocumentContentChangePartial(range=T.Range(T.Position(1, 0), T.Position(1, 0)), text="t = s\n"),
+            ],
+        )
+    )
     # Line 0 is now  s = 'a😀b'  : 10 UTF-16 units (9 code points).
     await inline(client, uri, 0, 10)
     assert (await last_timing(client))["version"] == 2
@@ -195,9 +229,14 @@ async def test_incremental_sync_utf16_positions(client):
     with pytest.raises(JsonRpcInvalidParams, match="out of range"):
         await inline(client, uri, 3, 0)
     # Replace the emoji (UTF-16 columns 6-8) and check the new line length.
-    client.text_document_did_change(T.DidChangeTextDocumentParams(
-        text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=3),
-        content_changes=[T.TextDocumentContentChangePartial(range=T.Range(T.Position(0, 6), T.Position(0, 8)), text="z")]))
+    client.text_document_did_change(
+        T.DidChangeTextDocumentParams(
+            text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=3),
+            content_changes=[
+                T.TextDocumentContentChangePartial(range=T.Range(T.Position(0, 6), T.Position(0, 8)), text="z")
+            ],
+        )
+    )
     await inline(client, uri, 0, 9)  # s = 'azb'  -> 9 units
     with pytest.raises(JsonRpcInvalidParams):
         await inline(client, uri, 0, 10)
@@ -211,29 +250,41 @@ async def test_unknown_document_and_bad_positions(client):
     with pytest.raises(JsonRpcInvalidParams, match="out of range"):
         await inline(client, uri, 0, 99)
     with pytest.raises(JsonRpcInvalidParams, match="out of range"):
-        await client.text_document_completion_async(T.CompletionParams(
-            text_document=T.TextDocumentIdentifier(uri), position=T.Position(7, 0)))
+        await client.text_document_completion_async(
+            T.CompletionParams(text_document=T.TextDocumentIdentifier(uri), position=T.Position(7, 0))
+        )
     client.text_document_did_close(T.DidCloseTextDocumentParams(T.TextDocumentIdentifier(uri)))
     with pytest.raises(JsonRpcInvalidParams, match="unknown document"):
         await inline(client, uri, 0, 0)
 
 
 async def test_malformed_messages_get_errors_and_server_keeps_answering(client):
-    bad_params = json.dumps({"jsonrpc": "2.0", "id": "bad-1", "method": "textDocument/inlineCompletion",
-                             "params": {"textDocument": {"uri": 5}, "position": {"line": "x"}}}).encode()
+    bad_params = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": "bad-1",
+            "method": "textDocument/inlineCompletion",
+            "params": {"textDocument": {"uri": 5}, "position": {"line": "x"}},
+        }
+    ).encode()
     with pytest.raises(JsonRpcInvalidParams, match="invalid params"):
         await asyncio.wait_for(send_raw(client, bad_params, "bad-1"), 10)
     no_params = json.dumps({"jsonrpc": "2.0", "id": "bad-2", "method": "textDocument/completion"}).encode()
     with pytest.raises(JsonRpcInvalidParams):
         await asyncio.wait_for(send_raw(client, no_params, "bad-2"), 10)
     send_raw(client, b"{this is not json")
-    send_raw(client, json.dumps({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"bogus": 1}}).encode())
+    send_raw(
+        client, json.dumps({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"bogus": 1}}).encode()
+    )
     with pytest.raises(JsonRpcMethodNotFound):
         await client.protocol.send_request_async("aigcCode/noSuchMethod", {})
     # didChange for a document that is not open: logged, not fatal.
-    client.text_document_did_change(T.DidChangeTextDocumentParams(
-        text_document=T.VersionedTextDocumentIdentifier(uri="file:///project/ghost.py", version=2),
-        content_changes=[T.TextDocumentContentChangeWholeDocument(text="x")]))
+    client.text_document_did_change(
+        T.DidChangeTextDocumentParams(
+            text_document=T.VersionedTextDocumentIdentifier(uri="file:///project/ghost.py", version=2),
+            content_changes=[T.TextDocumentContentChangeWholeDocument(text="x")],
+        )
+    )
     info = await status(client)
     assert info["version"]
     assert any("ghost.py" in m.message for m in client.log_messages)
@@ -305,9 +356,14 @@ async def test_debounce_drops_a_request_overtaken_by_typing(client):
     before = await last_timing(client)
     pending = asyncio.ensure_future(inline(client, uri, 1, 4))
     await asyncio.sleep(0.1)
-    client.text_document_did_change(T.DidChangeTextDocumentParams(
-        text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        content_changes=[T.TextDocumentContentChangePartial(range=T.Range(T.Position(1, 4), T.Position(1, 4)), text="r")]))
+    client.text_document_did_change(
+        T.DidChangeTextDocumentParams(
+            text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                T.TextDocumentContentChangePartial(range=T.Range(T.Position(1, 4), T.Position(1, 4)), text="r")
+            ],
+        )
+    )
     result = await asyncio.wait_for(pending, 10)
     assert not result.items
     assert await last_timing(client) == before  # the model never ran for it

@@ -7,10 +7,6 @@ import random
 from types import SimpleNamespace as NS
 
 import pytest
-
-from aigc_code.languages import ts_parser
-from aigc_code.cache import SuggestionCache
-from aigc_code.pipeline import fit_budget, generation_request
 from aigc_code.server.documents import (
     UTF8,
     UTF16,
@@ -24,6 +20,10 @@ from aigc_code.server.documents import (
     index_to_column,
 )
 from aigc_code.server.settings import Settings, merge, section
+
+from aigc_code.cache import SuggestionCache
+from aigc_code.languages import ts_parser
+from aigc_code.pipeline import fit_budget, generation_request
 
 
 def rng_range(l1, c1, l2, c2):
@@ -133,8 +133,19 @@ def test_cache_bounded_memory_for_huge_documents():
 
 
 def test_settings_merge_and_problems():
-    s, problems = merge(Settings(), {"maxNewTokens": 32, "temperature": 0.4, "enabledLanguages": ["py", "c++", "TypeScript"],
-                                     "n": 3, "debounceMs": "soon", "mystery": 1, "backend": "cloud", "timeBudgetMs": None})
+    s, problems = merge(
+        Settings(),
+        {
+            "maxNewTokens": 32,
+            "temperature": 0.4,
+            "enabledLanguages": ["py", "c++", "TypeScript"],
+            "n": 3,
+            "debounceMs": "soon",
+            "mystery": 1,
+            "backend": "cloud",
+            "timeBudgetMs": None,
+        },
+    )
     assert s.max_new_tokens == 32 and s.temperature == 0.4 and s.n == 3
     assert s.enabled_languages == ("python", "cpp", "typescript")
     assert s.debounce_ms == 0 and s.backend == "local"

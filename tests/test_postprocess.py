@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from aigc_code.mode import MULTI, SINGLE
 from aigc_code.languages import ts_parser
+from aigc_code.mode import MULTI, SINGLE
 from aigc_code.postprocess import Site, clean, count_errors, fit_syntax, process
 
 

@@ -76,9 +76,33 @@ def test_damaged_checkpoint_is_refused_and_previous_kept(corpus, tmp_path):
 
 def test_killed_run_resumes_from_last_checkpoint(corpus, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "aigc_code", "pretrain", "train", "--corpus", str(corpus), "--out", str(run),
-           "--steps", "100000", "--checkpoint-minutes", "0.005", "--batch-size", "2", "--hidden", "32",
-           "--layers", "2", "--heads", "2", "--context", "64", "--vocab-size", "400"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "aigc_code",
+        "pretrain",
+        "train",
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(run),
+        "--steps",
+        "100000",
+        "--checkpoint-minutes",
+        "0.005",
+        "--batch-size",
+        "2",
+        "--hidden",
+        "32",
+        "--layers",
+        "2",
+        "--heads",
+        "2",
+        "--context",
+        "64",
+        "--vocab-size",
+        "400",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120

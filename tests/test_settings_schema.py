@@ -11,8 +11,16 @@ from aigc_code.settings import BY_CAMEL, FIELDS, SECTION, Settings, coerce, json
 
 REPO = Path(__file__).resolve().parents[1]
 # Extension-only settings (how the editor starts and shows the server), not server settings.
-EXTENSION_ONLY = {"enable", "server.path", "server.args", "server.logFile", "server.env", "suggestWidget",
-                  "serverSettings", "trace.server"}
+EXTENSION_ONLY = {
+    "enable",
+    "server.path",
+    "server.args",
+    "server.logFile",
+    "server.env",
+    "suggestWidget",
+    "serverSettings",
+    "trace.server",
+}
 _JSON = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}
 
 

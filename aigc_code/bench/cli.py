@@ -8,13 +8,22 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Benchmarks: every figure is a ratio against a baseline measured in the same run.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: every figure is a ratio against a baseline measured in the same run.", no_args_is_help=True
+)
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint directory (default: embedded model).")]
+ModelOpt = Annotated[
+    Optional[str], typer.Option("--model", "-m", help="Checkpoint directory (default: embedded model).")
+]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Also write the results as JSON here.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the model (also for the "
-                       "server processes a benchmark starts); default: torch's, all cores.")]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        help="CPU threads for the model (also for the "
+        "server processes a benchmark starts); default: torch's, all cores.",
+    ),
+]
 
 
 def _threads(threads: int | None) -> None:
@@ -33,8 +42,14 @@ def _emit(result: dict, out: Path | None) -> None:
 
 
 @app.command()
-def typing(model: ModelOpt = None, requests: int = 200, max_new_tokens: int = 32,
-           device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None, out: OutOpt = None, threads: ThreadsOpt = None):
+def typing(
+    model: ModelOpt = None,
+    requests: int = 200,
+    max_new_tokens: int = 32,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+):
     """Scripted typing session (>= 200 requests, 6 languages): KV reuse and prompt-lookup decoding vs
     transformers' model.generate per request. Prints median time to first token, latency, tokens/s."""
     _threads(threads)
@@ -53,8 +68,15 @@ def quantize(model: ModelOpt = None, lines: int = 120, out: OutOpt = None, threa
 
 
 @app.command()
-def finetune(model: ModelOpt = None, steps: int = 10, batch: int = 4, context: int = 256,
-             device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None, out: OutOpt = None, threads: ThreadsOpt = None):
+def finetune(
+    model: ModelOpt = None,
+    steps: int = 10,
+    batch: int = 4,
+    context: int = 256,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+):
     """LoRA vs full finetuning of the same model: training tokens/s and peak memory (separate processes)."""
     _threads(threads)
     from aigc_code.bench.finetune_bench import bench_finetune
@@ -63,9 +85,14 @@ def finetune(model: ModelOpt = None, steps: int = 10, batch: int = 4, context: i
 
 
 @app.command()
-def soak(model: ModelOpt = None, messages: int = 10_000, seed: int = 0,
-         tiny: Annotated[bool, typer.Option(help="Use a random tiny model (measures only the server).")] = False,
-         out: OutOpt = None, threads: ThreadsOpt = None):
+def soak(
+    model: ModelOpt = None,
+    messages: int = 10_000,
+    seed: int = 0,
+    tiny: Annotated[bool, typer.Option(help="Use a random tiny model (measures only the server).")] = False,
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+):
     """Send >= 10,000 mixed LSP messages (edits, requests, cancellations, junk) to the real server; report
     crashes, unanswered requests, stale suggestions and resident memory (start/peak/end). Exit 1 if not ok."""
     _threads(threads)
@@ -90,15 +117,23 @@ def lsp(model: ModelOpt = None, out: OutOpt = None, threads: ThreadsOpt = None):
 @app.command()
 def engine(
     model: ModelOpt = None,
-    models: Annotated[str, typer.Option(help="Comma-separated: shipped (or --model), 0.5b (random weights, "
-                                        "Qwen2.5-Coder-0.5B's shape).")] = "shipped,0.5b",
-    dtypes: Annotated[str, typer.Option(help="Comma-separated: fp32, int8, bf16 (bf16 where the CPU has it).")] = "fp32,int8,bf16",
+    models: Annotated[
+        str,
+        typer.Option(help="Comma-separated: shipped (or --model), 0.5b (random weights, Qwen2.5-Coder-0.5B's shape)."),
+    ] = "shipped,0.5b",
+    dtypes: Annotated[
+        str, typer.Option(help="Comma-separated: fp32, int8, bf16 (bf16 where the CPU has it).")
+    ] = "fp32,int8,bf16",
     prompt_tokens: int = 300,
     new_tokens: int = 64,
     rounds: Annotated[int, typer.Option(help="Rounds; each runs every runner --runs times (median of medians).")] = 3,
     runs: int = 5,
-    llama_cpp: Annotated[bool, typer.Option(help="Compare with llama.cpp (llama-cpp-python, GGUF via aigc_code.gguf).")] = True,
-    hf_engine: Annotated[bool, typer.Option(help="Also time the engine on the plain HF forward (AIGC_CODE_FAST=0).")] = True,
+    llama_cpp: Annotated[
+        bool, typer.Option(help="Compare with llama.cpp (llama-cpp-python, GGUF via aigc_code.gguf).")
+    ] = True,
+    hf_engine: Annotated[
+        bool, typer.Option(help="Also time the engine on the plain HF forward (AIGC_CODE_FAST=0).")
+    ] = True,
     out: Annotated[Path, typer.Option(help="Write the results as JSON here.")] = Path("runs/bench-engine.json"),
     threads: Annotated[int, typer.Option(help="CPU threads for every runner.")] = 1,
 ):
@@ -108,9 +143,19 @@ def engine(
     from aigc_code.bench.engine import bench_engine, format_table, save
 
     try:
-        result = bench_engine([m.strip() for m in models.split(",") if m.strip()],
-                              [d.strip() for d in dtypes.split(",") if d.strip()], model, prompt_tokens, new_tokens,
-                              rounds, runs, threads, llama_cpp, hf_engine, progress=lambda m: typer.echo(m, err=True))
+        result = bench_engine(
+            [m.strip() for m in models.split(",") if m.strip()],
+            [d.strip() for d in dtypes.split(",") if d.strip()],
+            model,
+            prompt_tokens,
+            new_tokens,
+            rounds,
+            runs,
+            threads,
+            llama_cpp,
+            hf_engine,
+            progress=lambda m: typer.echo(m, err=True),
+        )
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

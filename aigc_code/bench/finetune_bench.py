@@ -24,8 +24,10 @@ def _variant(model: str | None, mode: str, steps: int, batch: int, context: int,
     lm = loaded.model
     lm.train()
     if mode == "lora":
-        lm = get_peft_model(lm, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                                           lora_dropout=0.0))
+        lm = get_peft_model(
+            lm,
+            LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0),
+        )
     params = [p for p in lm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     gen = torch.Generator().manual_seed(0)
@@ -45,18 +47,29 @@ def _variant(model: str | None, mode: str, steps: int, batch: int, context: int,
         if step >= 1:
             tokens += ids.numel()
     seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() if loaded.device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"mode": mode, "device": str(loaded.device), "trainable_params": sum(p.numel() for p in params),
-            "tokens_per_s": tokens / seconds, "peak_memory_mb": peak / 2**20}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if loaded.device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "mode": mode,
+        "device": str(loaded.device),
+        "trainable_params": sum(p.numel() for p in params),
+        "tokens_per_s": tokens / seconds,
+        "peak_memory_mb": peak / 2**20,
+    }
 
 
-def bench_finetune(model: str | None = None, steps: int = 10, batch: int = 4, context: int = 256,
-                   device: str | None = None) -> dict:
+def bench_finetune(
+    model: str | None = None, steps: int = 10, batch: int = 4, context: int = 256, device: str | None = None
+) -> dict:
     results = {}
     for mode in ("full", "lora"):
-        code = ("import json, sys; from aigc_code.bench.finetune_bench import _variant; "
-                f"print(json.dumps(_variant({model!r}, {mode!r}, {steps}, {batch}, {context}, {device!r})))")
+        code = (
+            "import json, sys; from aigc_code.bench.finetune_bench import _variant; "
+            f"print(json.dumps(_variant({model!r}, {mode!r}, {steps}, {batch}, {context}, {device!r})))"
+        )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{mode} variant failed: {proc.stderr.strip().splitlines()[-1:]}")

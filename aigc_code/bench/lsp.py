@@ -33,8 +33,14 @@ def default_files() -> list[Path]:
     """A few real files: from the Python standard library and from this repository."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     here = Path(__file__).resolve().parent
-    candidates = [stdlib / "textwrap.py", stdlib / "json" / "decoder.py", stdlib / "heapq.py",
-                  here / "documents.py", here.parent / "aigc_code" / "context.py", here / "cache.py"]
+    candidates = [
+        stdlib / "textwrap.py",
+        stdlib / "json" / "decoder.py",
+        stdlib / "heapq.py",
+        here / "documents.py",
+        here.parent / "aigc_code" / "context.py",
+        here / "cache.py",
+    ]
     return [p for p in candidates if p.is_file()]
 
 
@@ -109,22 +115,36 @@ class _Session:
     def insert(self, uri: str, text: str, index: int, new: str) -> str:
         pos = self.position(text, index)
         self.version += 1
-        self.client.text_document_did_change(T.DidChangeTextDocumentParams(
-            text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=self.version),
-            content_changes=[T.TextDocumentContentChangePartial(range=T.Range(pos, pos), text=new)]))
+        self.client.text_document_did_change(
+            T.DidChangeTextDocumentParams(
+                text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=self.version),
+                content_changes=[T.TextDocumentContentChangePartial(range=T.Range(pos, pos), text=new)],
+            )
+        )
         return text[:index] + new + text[index:]
 
     async def complete(self, uri: str, name: str, text: str, index: int) -> str:
         params = T.InlineCompletionParams(
             context=T.InlineCompletionContext(trigger_kind=T.InlineCompletionTriggerKind.Automatic),
-            text_document=T.TextDocumentIdentifier(uri), position=self.position(text, index))
+            text_document=T.TextDocumentIdentifier(uri),
+            position=self.position(text, index),
+        )
         start = time.perf_counter()
         answer = await self.client.text_document_inline_completion_async(params)
         latency = (time.perf_counter() - start) * 1000
         timing = _plain(await self.client.protocol.send_request_async("aigcCode/lastTiming", None)) or {}
         items = answer.items if answer is not None else []
-        self.result.samples.append(Sample(name, latency, float(timing.get("model_ms", 0.0)), float(timing.get("total_ms", 0.0)),
-                                          bool(timing.get("cache_hit", False)), str(timing.get("mode", "")), len(items)))
+        self.result.samples.append(
+            Sample(
+                name,
+                latency,
+                float(timing.get("model_ms", 0.0)),
+                float(timing.get("total_ms", 0.0)),
+                bool(timing.get("cache_hit", False)),
+                str(timing.get("mode", "")),
+                len(items),
+            )
+        )
         first = items[0].insert_text if items else ""
         return first if isinstance(first, str) else first.value
 
@@ -137,7 +157,9 @@ class _Session:
         # The lines to type are missing (an empty line stands in for them); the rest follows.
         text = real[:cut] + "\n" + real[end:]
         index = cut
-        self.client.text_document_did_open(T.DidOpenTextDocumentParams(T.TextDocumentItem(uri, language, self.version, text)))
+        self.client.text_document_did_open(
+            T.DidOpenTextDocumentParams(T.TextDocumentItem(uri, language, self.version, text))
+        )
         made = 0
         pos = cut
         while pos < end and made < requests:
@@ -162,8 +184,9 @@ class _Session:
         self.client.text_document_did_close(T.DidCloseTextDocumentParams(T.TextDocumentIdentifier(uri)))
 
 
-async def _run(files: list[Path], server_cmd: list[str], settings: dict, requests: int, type_chars: int,
-               ready_timeout_s: float) -> BenchResult:
+async def _run(
+    files: list[Path], server_cmd: list[str], settings: dict, requests: int, type_chars: int, ready_timeout_s: float
+) -> BenchResult:
     from pygls.lsp.client import LanguageClient
 
     result = BenchResult()
@@ -180,8 +203,9 @@ async def _run(files: list[Path], server_cmd: list[str], settings: dict, request
 
     drainer = asyncio.ensure_future(drain())
     try:
-        await client.initialize_async(T.InitializeParams(capabilities=T.ClientCapabilities(),
-                                                         initialization_options={"aigcCode": settings}))
+        await client.initialize_async(
+            T.InitializeParams(capabilities=T.ClientCapabilities(), initialization_options={"aigcCode": settings})
+        )
         client.initialized(T.InitializedParams())
         deadline = time.perf_counter() + ready_timeout_s
         while True:
@@ -214,9 +238,18 @@ async def _run(files: list[Path], server_cmd: list[str], settings: dict, request
     return result
 
 
-def bench_lsp(files: list[str | Path] | None = None, model: str | None = None, backend: str = "local",
-              endpoint: str | None = None, requests_per_file: int = 15, type_chars: int = 400, max_new_tokens: int = 32,
-              context_tokens: int = 512, ready_timeout_s: float = 600.0, echo=print) -> dict:
+def bench_lsp(
+    files: list[str | Path] | None = None,
+    model: str | None = None,
+    backend: str = "local",
+    endpoint: str | None = None,
+    requests_per_file: int = 15,
+    type_chars: int = 400,
+    max_new_tokens: int = 32,
+    context_tokens: int = 512,
+    ready_timeout_s: float = 600.0,
+    echo=print,
+) -> dict:
     """Run the benchmark and return (and print, through `echo`) its summary."""
     paths = [Path(f) for f in files] if files else default_files()
     if not paths:
@@ -235,16 +268,18 @@ def bench_lsp(files: list[str | Path] | None = None, model: str | None = None, b
 
 
 def format_summary(s: dict, paths: list[Path]) -> str:
-    return "\n".join([
-        f"files: {', '.join(p.name for p in paths)}",
-        f"inline completions: {s['requests']} ({s['model_requests']} ran the model, {s['cache_hits']} from the cache, "
-        f"{s['no_completion']} no-completion positions)",
-        f"latency (client, all):      p50 {s['latency_p50_ms']:8.1f} ms   p95 {s['latency_p95_ms']:8.1f} ms",
-        f"latency (client, model ran): p50 {s['model_latency_p50_ms']:7.1f} ms   p95 {s['model_latency_p95_ms']:8.1f} ms",
-        f"model time (backend):       p50 {s['model_time_p50_ms']:8.1f} ms   p95 {s['model_time_p95_ms']:8.1f} ms",
-        f"server overhead: {100 * s['overhead_ratio_p50']:.1f}% of latency (median), {100 * s['overhead_ratio_total']:.1f}% overall",
-        f"accepted {s['accepted_chars']} of {s['accepted_chars'] + s['typed_chars']} characters; server ready in {s['startup_s']:.1f} s",
-    ])
+    return "\n".join(
+        [
+            f"files: {', '.join(p.name for p in paths)}",
+            f"inline completions: {s['requests']} ({s['model_requests']} ran the model, {s['cache_hits']} from the cache, "
+            f"{s['no_completion']} no-completion positions)",
+            f"latency (client, all):      p50 {s['latency_p50_ms']:8.1f} ms   p95 {s['latency_p95_ms']:8.1f} ms",
+            f"latency (client, model ran): p50 {s['model_latency_p50_ms']:7.1f} ms   p95 {s['model_latency_p95_ms']:8.1f} ms",
+            f"model time (backend):       p50 {s['model_time_p50_ms']:8.1f} ms   p95 {s['model_time_p95_ms']:8.1f} ms",
+            f"server overhead: {100 * s['overhead_ratio_p50']:.1f}% of latency (median), {100 * s['overhead_ratio_total']:.1f}% overall",
+            f"accepted {s['accepted_chars']} of {s['accepted_chars'] + s['typed_chars']} characters; server ready in {s['startup_s']:.1f} s",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -258,8 +293,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests-per-file", type=int, default=15)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args(argv)
-    bench_lsp(args.files or None, model=args.model, backend=args.backend, endpoint=args.endpoint,
-              requests_per_file=args.requests_per_file, max_new_tokens=args.max_new_tokens)
+    bench_lsp(
+        args.files or None,
+        model=args.model,
+        backend=args.backend,
+        endpoint=args.endpoint,
+        requests_per_file=args.requests_per_file,
+        max_new_tokens=args.max_new_tokens,
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ def frame(body: bytes | str) -> bytes:
 
 class RawClient:
     def __init__(self, cmd: list[str], env=None, cwd=None):
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env=env, cwd=cwd)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+        )
         self.messages: queue.Queue = queue.Queue()
         self.ids = itertools.count(1000)
         self.lock = threading.Lock()

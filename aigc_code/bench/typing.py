@@ -15,8 +15,14 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 
-LANG_FILES = {"python": "humaneval_python", "javascript": "humaneval_js", "go": "humaneval_go",
-              "java": "humaneval_java", "cpp": "humaneval_cpp", "rust": "humaneval_rust"}
+LANG_FILES = {
+    "python": "humaneval_python",
+    "javascript": "humaneval_js",
+    "go": "humaneval_go",
+    "java": "humaneval_java",
+    "cpp": "humaneval_cpp",
+    "rust": "humaneval_rust",
+}
 
 
 @dataclass
@@ -32,8 +38,12 @@ def load_problems(language: str) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def typing_session(requests: int = 200, languages=("python", "javascript", "go", "java", "rust", "cpp"),
-                   burst: int = 3, per_problem: int = 12) -> list[Request]:
+def typing_session(
+    requests: int = 200,
+    languages=("python", "javascript", "go", "java", "rust", "cpp"),
+    burst: int = 3,
+    per_problem: int = 12,
+) -> list[Request]:
     """Keystroke bursts through canonical solutions, round-robin over languages."""
     out: list[Request] = []
     problems = {lang: load_problems(lang) for lang in languages}
@@ -67,9 +77,14 @@ def run_engine(engine, session: list[Request], max_new_tokens: int, prompt_looku
         total.append(result.total_ms)
         tokens += result.generated_tokens
         texts.append(result.candidates[0].token_ids)
-    return {"ttft_p50_ms": statistics.median(ttft), "total_p50_ms": statistics.median(total),
-            "total_p95_ms": _percentile(total, 0.95), "tokens_per_s": tokens / (sum(total) / 1000),
-            "generated_tokens": tokens, "outputs": texts}
+    return {
+        "ttft_p50_ms": statistics.median(ttft),
+        "total_p50_ms": statistics.median(total),
+        "total_p95_ms": _percentile(total, 0.95),
+        "tokens_per_s": tokens / (sum(total) / 1000),
+        "generated_tokens": tokens,
+        "outputs": texts,
+    }
 
 
 def run_hf_generate(engine, session: list[Request], max_new_tokens: int) -> dict:
@@ -82,18 +97,32 @@ def run_hf_generate(engine, session: list[Request], max_new_tokens: int) -> dict
         ids = torch.tensor([prompt.ids], device=engine.device)
         with torch.inference_mode():
             t0 = time.perf_counter()
-            engine.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False,
-                                  pad_token_id=engine.tokenizer.pad_token_id)
+            engine.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=1,
+                do_sample=False,
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
             t1 = time.perf_counter()
-            out = engine.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                        do_sample=False, pad_token_id=engine.tokenizer.pad_token_id)
+            out = engine.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
             t2 = time.perf_counter()
         ttft.append((t1 - t0) * 1000)
         total.append((t2 - t1) * 1000)
         tokens += out.shape[1] - ids.shape[1]
-    return {"ttft_p50_ms": statistics.median(ttft), "total_p50_ms": statistics.median(total),
-            "total_p95_ms": _percentile(total, 0.95), "tokens_per_s": tokens / (sum(total) / 1000),
-            "generated_tokens": tokens}
+    return {
+        "ttft_p50_ms": statistics.median(ttft),
+        "total_p50_ms": statistics.median(total),
+        "total_p95_ms": _percentile(total, 0.95),
+        "tokens_per_s": tokens / (sum(total) / 1000),
+        "generated_tokens": tokens,
+    }
 
 
 def bench_typing(model=None, requests: int = 200, max_new_tokens: int = 32, device: str | None = None) -> dict:
@@ -113,8 +142,11 @@ def bench_typing(model=None, requests: int = 200, max_new_tokens: int = 32, devi
     base = results["hf_generate"]
     plain = results["engine_plain"]
     return {
-        "device": str(engine.device), "model": engine.name, "requests": len(session),
-        "languages": sorted({r.language for r in session}), "max_new_tokens": max_new_tokens,
+        "device": str(engine.device),
+        "model": engine.name,
+        "requests": len(session),
+        "languages": sorted({r.language for r in session}),
+        "max_new_tokens": max_new_tokens,
         "results": results,
         "ratios": {
             "ttft_hf_generate_over_kv_reuse": base["ttft_p50_ms"] / results["engine_kv_reuse"]["ttft_p50_ms"],
@@ -153,4 +185,8 @@ def bench_quantize(model=None, lines: int = 120, max_new_tokens: int = 24) -> di
             hits += result.text.strip() == line.strip()
         seconds = time.perf_counter() - t0
         out[name] = {"seconds": seconds, "tokens_per_s": tokens / seconds, "next_line_exact_match": hits / len(cases)}
-    return {"cases": len(cases), **out, "speed_ratio_int8_over_fp32": out["int8"]["tokens_per_s"] / out["fp32"]["tokens_per_s"]}
+    return {
+        "cases": len(cases),
+        **out,
+        "speed_ratio_int8_over_fp32": out["int8"]["tokens_per_s"] / out["fp32"]["tokens_per_s"],
+    }

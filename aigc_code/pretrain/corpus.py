@@ -32,9 +32,34 @@ from aigc_code.languages import language_for_path
 from aigc_code.sourcefiles import Deduplicator, read_text
 
 NPM_PACKAGES = [
-    "lodash", "express", "axios", "vue", "rxjs", "zod", "commander", "yargs", "date-fns", "eslint",
-    "mocha", "webpack", "typeorm", "@nestjs/core", "@types/node", "typescript", "prettier", "chalk",
-    "immer", "redux", "mobx", "koa", "fastify", "jquery", "three", "d3", "preact", "hono",
+    "lodash",
+    "express",
+    "axios",
+    "vue",
+    "rxjs",
+    "zod",
+    "commander",
+    "yargs",
+    "date-fns",
+    "eslint",
+    "mocha",
+    "webpack",
+    "typeorm",
+    "@nestjs/core",
+    "@types/node",
+    "typescript",
+    "prettier",
+    "chalk",
+    "immer",
+    "redux",
+    "mobx",
+    "koa",
+    "fastify",
+    "jquery",
+    "three",
+    "d3",
+    "preact",
+    "hono",
 ]
 
 # Packages that must never enter pretraining: the finetune and repository benchmarks use them as
@@ -56,8 +81,23 @@ def is_held_out(parts: tuple[str, ...]) -> bool:
             return True
     return False
 
-SKIP_DIRS = {"test", "tests", "testdata", "__pycache__", ".git", "node_modules", "dist-test", "idlelib",
-             "fixtures", "examples", "benchmarks", "site-packages", "ensurepip", "build"}
+
+SKIP_DIRS = {
+    "test",
+    "tests",
+    "testdata",
+    "__pycache__",
+    ".git",
+    "node_modules",
+    "dist-test",
+    "idlelib",
+    "fixtures",
+    "examples",
+    "benchmarks",
+    "site-packages",
+    "ensurepip",
+    "build",
+}
 
 
 @dataclass
@@ -132,8 +172,7 @@ def is_validation(path: str, fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
-def build_corpus(out: Path, scratch: Path, max_chars_per_language: int = 8_000_000,
-                 val_fraction: float = 0.03) -> dict:
+def build_corpus(out: Path, scratch: Path, max_chars_per_language: int = 8_000_000, val_fraction: float = 0.03) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     install_npm_packages(scratch)
     extract_jdk_sources(scratch)
@@ -157,9 +196,15 @@ def build_corpus(out: Path, scratch: Path, max_chars_per_language: int = 8_000_0
                 split.write(json.dumps(record) + "\n")
                 chars[lang] += len(text)
                 files[lang] += 1
-    stats = {"chars": dict(chars), "files": dict(files), "rejected": {k: dict(v) for k, v in rejected.items()},
-             "val_fraction": val_fraction, "max_chars_per_language": max_chars_per_language,
-             "npm_packages": NPM_PACKAGES, "held_out_packages": {k: list(v) for k, v in HELD_OUT_PACKAGES.items()}}
+    stats = {
+        "chars": dict(chars),
+        "files": dict(files),
+        "rejected": {k: dict(v) for k, v in rejected.items()},
+        "val_fraction": val_fraction,
+        "max_chars_per_language": max_chars_per_language,
+        "npm_packages": NPM_PACKAGES,
+        "held_out_packages": {k: list(v) for k, v in HELD_OUT_PACKAGES.items()},
+    }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
 
@@ -170,5 +215,3 @@ def load_split(corpus: Path, split: str) -> list[dict]:
         sys.exit(f"error: {path} not found; build the corpus first with `aigc-code pretrain corpus --out {corpus}`")
     with open(path) as f:
         return [json.loads(line) for line in f]
-
-

@@ -9,8 +9,15 @@ from pathlib import Path
 from aigc_code import checkpoint
 from aigc_code.errors import CheckpointError
 
-SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+SHIPPED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
 
 def export_model(run: Path, corpus: Path, out: Path) -> Path:
@@ -25,8 +32,9 @@ def export_model(run: Path, corpus: Path, out: Path) -> Path:
     stats = json.loads((corpus / "stats.json").read_text()) if (corpus / "stats.json").exists() else {}
     # trained with PSM and SPM: SPM at inference lets the KV cache cover everything before the cursor
     (out / "aigc_code.json").write_text(json.dumps({"fim_layout": "spm"}, indent=1) + "\n")
-    (out / "training_state.json").write_text(json.dumps(
-        {k: state[k] for k in ("step", "tokens", "train_seconds", "runs", "history", "config")}, indent=1))
+    (out / "training_state.json").write_text(
+        json.dumps({k: state[k] for k in ("step", "tokens", "train_seconds", "runs", "history", "config")}, indent=1)
+    )
     (out / "MODEL_CARD.md").write_text(model_card(state, stats, out))
     return out
 
@@ -69,8 +77,10 @@ def model_card(state: dict, stats: dict, out: Path) -> str:
         "|---|---:|---:|---:|",
     ]
     for lang in sorted(val):
-        lines.append(f"| {lang} | {stats.get('files', {}).get(lang, '?')} | {stats.get('chars', {}).get(lang, 0):,} "
-                     f"| {val[lang]} |")
+        lines.append(
+            f"| {lang} | {stats.get('files', {}).get(lang, '?')} | {stats.get('chars', {}).get(lang, 0):,} "
+            f"| {val[lang]} |"
+        )
     lines += [
         "",
         "## Corpus",
@@ -81,7 +91,8 @@ def model_card(state: dict, stats: dict, out: Path) -> str:
         "`librust-*-dev` crates (Rust) and the JDK's `src.zip` (Java). Binary, minified, generated and huge files",
         "are dropped; exact and near duplicates removed (MinHash); ~3% of files per language held out by path hash.",
         "Packages held out for the finetune and repository benchmarks: "
-        + "; ".join(f"{lang}: {', '.join(names)}" for lang, names in stats.get("held_out_packages", {}).items()) + ".",
+        + "; ".join(f"{lang}: {', '.join(names)}" for lang, names in stats.get("held_out_packages", {}).items())
+        + ".",
         "",
         "## Reproduce / continue",
         "",

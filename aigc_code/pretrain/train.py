@@ -24,8 +24,16 @@ from aigc_code.fim import DEFAULT_FIM, fim_example
 from aigc_code.pretrain.corpus import load_split
 from aigc_code.pretrain.tokenizer import build_tokenizer, load_tokenizer
 
-LANGUAGE_WEIGHTS = {"python": 0.3, "javascript": 0.13, "typescript": 0.1, "go": 0.1, "rust": 0.1,
-                    "java": 0.09, "c": 0.09, "cpp": 0.09}
+LANGUAGE_WEIGHTS = {
+    "python": 0.3,
+    "javascript": 0.13,
+    "typescript": 0.1,
+    "go": 0.1,
+    "rust": 0.1,
+    "java": 0.09,
+    "c": 0.09,
+    "cpp": 0.09,
+}
 
 
 @dataclass
@@ -166,9 +174,61 @@ def lr_at(tokens: int, step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_minutes: float | None = None,
-          max_steps: int | None = None, threads: int | None = None, device: str | None = None,
-          cooldown_steps: int = 0, start_from: Path | None = None, horizon_tokens: int | None = None) -> dict:
+def _start(out: Path, ckpt, start_from: Path | None, cfg: TrainConfig, train_records: list[dict]):
+    """(model, tokenizer, state, config): from the run's last checkpoint, else from an exported model
+    (cumulative counts kept), else a new model with a tokenizer trained on the corpus."""
+    from transformers import AutoModelForCausalLM
+
+    if ckpt:
+        tokenizer = load_tokenizer(ckpt)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(ckpt), local_files_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"cannot load the model in checkpoint {ckpt}: {exc}") from exc
+        state = checkpoint.read_state(ckpt)
+        print(f"resuming from {ckpt}: step {state['step']}, {state['tokens']:,} tokens seen")
+        return model, tokenizer, state, _config_from_state(state)
+    if start_from is not None:
+        tokenizer = load_tokenizer(start_from)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(start_from), local_files_only=True)
+            state = json.loads((start_from / "training_state.json").read_text())
+        except Exception as exc:
+            raise CheckpointError(
+                f"cannot continue from {start_from} (needs an exported model with training_state.json): {exc}"
+            ) from exc
+        print(f"continuing from {start_from}: step {state['step']}, {state['tokens']:,} tokens seen")
+        return model, tokenizer, state, _config_from_state(state)
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer.json").exists():
+        tokenizer = load_tokenizer(tok_dir)
+    else:
+        tokenizer = build_tokenizer(train_records, tok_dir, cfg.shape.vocab_size)
+    state = {"step": 0, "tokens": 0, "train_seconds": 0.0, "runs": 0, "history": [], "config": asdict(cfg)}
+    return make_model(cfg.shape, tokenizer), tokenizer, state, cfg
+
+
+def _stop(steps: int, max_steps: int | None, cooldown_steps: int, run_start: float, max_minutes: float | None) -> bool:
+    if max_steps is not None and steps >= max_steps:
+        return True
+    if cooldown_steps and steps >= cooldown_steps:
+        return True
+    return max_minutes is not None and time.time() - run_start > max_minutes * 60
+
+
+def train(
+    corpus: Path,
+    out: Path,
+    cfg: TrainConfig,
+    resume: bool = True,
+    max_minutes: float | None = None,
+    max_steps: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    cooldown_steps: int = 0,
+    start_from: Path | None = None,
+    horizon_tokens: int | None = None,
+) -> dict:
     """Train (or continue training) the model in `out`; returns the final state.
 
     `cooldown_steps`: instead of the schedule, decay the learning rate linearly to `min_lr` over
@@ -177,8 +237,6 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
     shipped default model, whose training_state.json keeps the cumulative counts) with a fresh optimizer.
     `horizon_tokens`: replace a resumed run's schedule length (recorded in its state).
     """
-    from transformers import AutoModelForCausalLM
-
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -186,33 +244,8 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
     ckpt_dir = out / "checkpoint"
     train_records = load_split(corpus, "train")
     val_records = load_split(corpus, "val")
-
     ckpt = checkpoint.latest(ckpt_dir) if resume else None
-    if ckpt:
-        tokenizer = load_tokenizer(ckpt)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(ckpt), local_files_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"cannot load the model in checkpoint {ckpt}: {exc}") from exc
-        state = checkpoint.read_state(ckpt)
-        cfg = _config_from_state(state)
-        print(f"resuming from {ckpt}: step {state['step']}, {state['tokens']:,} tokens seen")
-    elif start_from is not None:
-        tokenizer = load_tokenizer(start_from)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(start_from), local_files_only=True)
-            state = json.loads((start_from / "training_state.json").read_text())
-        except Exception as exc:
-            raise CheckpointError(f"cannot continue from {start_from} (needs an exported model with "
-                                  f"training_state.json): {exc}") from exc
-        cfg = _config_from_state(state)
-        print(f"continuing from {start_from}: step {state['step']}, {state['tokens']:,} tokens seen")
-    else:
-        tok_dir = out / "tokenizer"
-        tokenizer = load_tokenizer(tok_dir) if (tok_dir / "tokenizer.json").exists() else build_tokenizer(
-            train_records, tok_dir, cfg.shape.vocab_size)
-        model = make_model(cfg.shape, tokenizer)
-        state = {"step": 0, "tokens": 0, "train_seconds": 0.0, "runs": 0, "history": [], "config": asdict(cfg)}
+    model, tokenizer, state, cfg = _start(out, ckpt, start_from, cfg, train_records)
     if horizon_tokens:
         cfg = replace(cfg, horizon_tokens=horizon_tokens)
         state["config"]["horizon_tokens"] = horizon_tokens
@@ -229,14 +262,24 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
     run_start = time.time()
     last_ckpt = time.time()
     tokens_per_step = cfg.batch_size * cfg.shape.context
-    bar = tqdm(total=cooldown_steps or max_steps, desc="cooldown" if cooldown_steps else "pretrain", unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=cooldown_steps or max_steps,
+        desc="cooldown" if cooldown_steps else "pretrain",
+        unit="step",
+        dynamic_ncols=True,
+    )
     losses: list[float] = []
 
     def save():
-        state["history"].append({"step": state["step"], "tokens": state["tokens"],
-                                 "train_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
-                                 "val_loss": evaluate(model, val, dev), "time": time.time()})
+        state["history"].append(
+            {
+                "step": state["step"],
+                "tokens": state["tokens"],
+                "train_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+                "val_loss": evaluate(model, val, dev),
+                "time": time.time(),
+            }
+        )
 
         def write(tmp: Path):
             model.save_pretrained(tmp, safe_serialization=True)
@@ -248,13 +291,7 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
         bar.write(f"checkpoint step {state['step']}: {state['history'][-1]}")
 
     steps_this_run = 0
-    while True:
-        if max_steps is not None and steps_this_run >= max_steps:
-            break
-        if cooldown_steps and steps_this_run >= cooldown_steps:
-            break
-        if max_minutes is not None and time.time() - run_start > max_minutes * 60:
-            break
+    while not _stop(steps_this_run, max_steps, cooldown_steps, run_start, max_minutes):
         t0 = time.time()
         rng = random.Random(cfg.seed * 1_000_003 + state["step"])
         batch = make_batch(sampler, tokenizer, cfg, rng).to(dev)
@@ -275,8 +312,12 @@ def train(corpus: Path, out: Path, cfg: TrainConfig, resume: bool = True, max_mi
         steps_this_run += 1
         losses.append(loss.item())
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}", tok_s=f"{tokens_per_step / (time.time() - t0):.0f}",
-                        tokens=f"{state['tokens'] / 1e6:.2f}M")
+        bar.set_postfix(
+            loss=f"{loss.item():.3f}",
+            lr=f"{lr:.1e}",
+            tok_s=f"{tokens_per_step / (time.time() - t0):.0f}",
+            tokens=f"{state['tokens'] / 1e6:.2f}M",
+        )
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
             save()
             last_ckpt = time.time()
