@@ -136,7 +136,7 @@ class Settings:
     )
     copy_candidates: bool = _f(True, "Offer continuations found elsewhere in the workspace as candidates.", "bool")
     choice_rule: str = _f(
-        "copy-first",
+        "confident",
         "How a copy candidate competes with the model's: copy-first, confident, "
         "likelihood (the model scores both) or model-first.",
         "str",
