@@ -52,12 +52,21 @@ class TextEncoder:
         self.tokenizer = tokenizer
         names = sorted((c for c in controls if c), key=len, reverse=True)
         self.pattern = re.compile("|".join(map(re.escape, names))) if names else None
+        # the Rust tokenizer itself: transformers' wrapper costs ~0.2 ms a call, and the prompt builder
+        # counts tokens of many small sections on every keystroke
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._fast = (lambda t: backend.encode(t, add_special_tokens=False).ids) if backend is not None else None
+
+    def _encode(self, text: str) -> list[int]:
+        if self._fast is not None:
+            return self._fast(text)
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def __call__(self, text: str) -> list[int]:
         if not text:
             return []
         if self.pattern is None or not self.pattern.search(text):
-            return self.tokenizer.encode(text, add_special_tokens=False)
+            return self._encode(text)
         return self._split(text)
 
     def _split(self, text: str) -> list[int]:
@@ -65,7 +74,7 @@ class TextEncoder:
         ids: list[int] = []
         pos = 0
         for m in self.pattern.finditer(text):
-            ids += self.tokenizer.encode(text[pos : m.start() + 1], add_special_tokens=False)
+            ids += self._encode(text[pos : m.start() + 1])
             pos = m.start() + 1
         rest = text[pos:]
         if rest:
