@@ -23,6 +23,7 @@ and a generated one ends the candidate.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -195,6 +196,9 @@ class Engine:
     def run(
         self, prompt: Prompt, config: GenerationConfig, cancel: CancellationToken | None = None
     ) -> GenerationResult:
+        room = self.max_context - len(prompt.ids)
+        if config.max_new_tokens > room:  # the model's context (and the static KV cache) ends there
+            config = dataclasses.replace(config, max_new_tokens=max(1, room))
         with self.lock, torch.inference_mode():
             return self._decode(prompt, config, cancel or CancellationToken())
 
