@@ -70,6 +70,7 @@ def small_config(**kw) -> FinetuneConfig:
         eval_spans=3,
         eval_windows=4,
         checkpoint_every=5,
+        pipeline_holes=3,
     )
     base.update(kw)
     return FinetuneConfig(**base)
@@ -122,6 +123,17 @@ def test_report_has_before_after_table(finetuned):
     assert "| next-line exact match |" in md and "## Before / after" in md
     on_disk = json.loads((out / "finetune_report.json").read_text())
     assert on_disk["training"]["steps"] == 12
+
+
+def test_report_measures_adapter_and_index_through_the_pipeline(finetuned):
+    out, report, messages = finetuned
+    rows = report["pipeline"]
+    assert set(rows) == {"base, no index", "base, index", "base + adapter, no index", "base + adapter, index"}
+    assert all(0 < r["n"] <= 3 and 0 <= r["exact_match"] <= 1 for r in rows.values())
+    on_disk = json.loads((out / "finetune_report.json").read_text())
+    assert on_disk["pipeline"] == rows
+    assert "## Through the editor's pipeline" in (out / "finetune_report.md").read_text()
+    assert any(m.startswith("pipeline measurement: base + adapter") for m in messages)
 
 
 def test_secrets_and_ignored_files_never_reach_training(finetuned, tiny_repo, tiny_model):

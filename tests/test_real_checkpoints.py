@@ -313,7 +313,7 @@ def tiny_repo(tmp_path_factory) -> Path:
 def test_finetune_merge_eval(checkpoints, tiny_repo, tmp_path, monkeypatch, name):
     out = tmp_path / "adapter"
     monkeypatch.chdir(checkpoints[name].parent)  # --model as typed: a path relative to the current folder
-    small = "--max-steps 2 --context-length 96 --batch-size 1 --grad-accum 1 --eval-lines 2 --eval-spans 1"
+    small = "--max-steps 2 --context-length 96 --batch-size 1 --grad-accum 1 --eval-lines 2 --eval-spans 1 --pipeline-holes 2"
     res = run_cli(
         "finetune", tiny_repo, "--out", out, "--model", name, *small.split(), *"--device cpu --rank 4".split()
     )

@@ -72,6 +72,15 @@ def finetune_command(
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = 100,
     eval_lines: Annotated[int, typer.Option("--eval-lines", help="Held-out next-line completions to score.")] = 200,
     eval_spans: Annotated[int, typer.Option("--eval-spans", help="Held-out span completions to score.")] = 100,
+    pipeline_holes: Annotated[
+        int,
+        typer.Option(
+            "--pipeline-holes",
+            min=0,
+            help="Held-out lines completed through the editor's pipeline, "
+            "base and adapter, repository index off and on (0: skip).",
+        ),
+    ] = 20,
     device: Annotated[
         Optional[str],
         typer.Option(
@@ -99,6 +108,7 @@ def finetune_command(
         checkpoint_every=max(1, checkpoint_every),
         eval_lines=eval_lines,
         eval_spans=eval_spans,
+        pipeline_holes=pipeline_holes,
         **given,
     )
     try:

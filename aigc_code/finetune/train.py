@@ -63,6 +63,7 @@ class FinetuneConfig:
     checkpoint_every: int = 100
     eval_lines: int = 200
     eval_spans: int = 100
+    pipeline_holes: int = 20  # held-out lines completed through the LSP pipeline, index off/on (0: skip)
     eval_windows: int = 64
 
     @classmethod
@@ -584,7 +585,29 @@ class _Run:
                 device=f"{self.dev}" + (f" x{self.world}" if self.world > 1 else ""),
             )
             report.write(result, self.out)
+            result["pipeline"] = self.measure_pipeline()
         self.accel.wait_for_everyone()
+        return result
+
+    def measure_pipeline(self) -> dict:
+        """The adapter and the repository index, alone and together, through the editor's pipeline."""
+        from aigc_code.finetune import pipeline_eval
+
+        if not self.cfg.pipeline_holes or not self.data.val:
+            return {}
+        result = pipeline_eval.pipeline_comparison(
+            self.data,
+            str(self.base_path),
+            self.out,
+            self.cfg.pipeline_holes,
+            self.cfg.seed,
+            self.out / "pipeline-work",
+            device=str(self.dev),
+            echo=self.say,
+        )
+        pipeline_eval.append_to_report(result, self.out)
+        for name, row in result.items():
+            self.say(f"  {name}: next-line exact match {row['exact_match']:.1%} (n={row['n']})")
         return result
 
 
