@@ -6,9 +6,9 @@ indentation fixes, 55-80% did)."""
 from __future__ import annotations
 
 import pytest
-
 from aigc_code.eval.infill import infill_tasks
 from aigc_code.eval.problems import load_humaneval_x
+
 from aigc_code.languages import canonical
 from aigc_code.pipeline import cursor_mode
 from aigc_code.postprocess import Site, process
