@@ -94,22 +94,22 @@ def make_handler(state: StubState):
             try:
                 time.sleep(state.delay_s)
                 text = state.answer(str(payload.get("prompt", "")))
-                if state.stream and payload.get("stream"):
-                    self._stream(text)
-                else:
-                    body = {
-                        "object": "text_completion",
-                        "model": payload.get("model"),
-                        "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
-                        "usage": {
-                            "prompt_tokens": len(payload.get("prompt", "")) // 4,
-                            "completion_tokens": max(1, len(text) // 4),
-                        },
-                    }
-                    self._send(200, json.dumps(body).encode())
-            finally:
+            finally:  # done before the answer leaves: the client may send its next request at once
                 with state.lock:
                     state.in_flight -= 1
+            if state.stream and payload.get("stream"):
+                self._stream(text)
+                return
+            body = {
+                "object": "text_completion",
+                "model": payload.get("model"),
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": len(payload.get("prompt", "")) // 4,
+                    "completion_tokens": max(1, len(text) // 4),
+                },
+            }
+            self._send(200, json.dumps(body).encode())
 
         def _stream(self, text: str) -> None:
             self.send_response(200)
