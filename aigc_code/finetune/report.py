@@ -68,6 +68,7 @@ def build(
             "stop_reason": stop_reason,
             "tokens": state["tokens"],
             "train_seconds": round(seconds, 1),
+            "run_seconds": round(run_seconds, 1),  # the whole run: data, measurements, training
             "train_cpu_seconds": round(state.get("cpu_seconds", 0.0), 1),
             "tokens_per_second": round(state["tokens"] / seconds, 1) if seconds else None,
             "runs": state["runs"],
