@@ -236,11 +236,24 @@ app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
+    """One error path for every command: `error: ...` on one line; exit 1 for errors, 2 for usage
+    errors (with the command's `--help` to read), 130 for Ctrl-C."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except AigcCodeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors (typer vendors click): one line, exit 2
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        print(f"error: {exc.format_message()}{where}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
