@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from aigc_code.options import AdapterOpt, BackendOpt, EndpointOpt, FimFormatOpt
+
 app = typer.Typer(
     help="Execution-based evaluation: HumanEval-X (6 languages) or your own JSONL benchmark, run in a sandbox.",
     no_args_is_help=True,
@@ -150,16 +152,8 @@ def run(
     languages: Annotated[
         str, typer.Option(help="Comma-separated: python,cpp,java,js,go,rust (aliases: javascript, c++, golang, rs).")
     ] = "python,cpp,java,js,go,rust",
-    backend: Annotated[
-        str,
-        typer.Option(
-            help="'local' (the model in this process) or 'openai' (an "
-            "OpenAI-compatible /v1/completions server: vLLM, TGI, llama.cpp)."
-        ),
-    ] = "local",
-    endpoint: Annotated[
-        Optional[str], typer.Option(help="--backend openai: the server, e.g. http://127.0.0.1:8000/v1.")
-    ] = None,
+    backend: BackendOpt = "local",
+    endpoint: EndpointOpt = None,
     model: Annotated[
         Optional[str],
         typer.Option(
@@ -170,7 +164,7 @@ def run(
             "served model's name (default: the first of /v1/models).",
         ),
     ] = None,
-    adapter: Annotated[Optional[str], typer.Option(help="peft LoRA adapter directory applied to --model.")] = None,
+    adapter: AdapterOpt = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-k", help="--backend openai: requests in flight.")] = 8,
     request_timeout: Annotated[float, typer.Option(help="--backend openai: seconds one request may take.")] = 300.0,
     prompt_format: Annotated[
@@ -181,14 +175,7 @@ def run(
             "empty suffix)."
         ),
     ] = "plain",
-    fim_format: Annotated[
-        str,
-        typer.Option(
-            help="--backend openai with FIM prompts: the served model's FIM family "
-            "(starcoder, qwen, deepseek, codellama, codegemma) or a template with "
-            "{prefix} and {suffix}."
-        ),
-    ] = "starcoder",
+    fim_format: FimFormatOpt = "starcoder",
     samples: Annotated[int, typer.Option("--samples", "-n", help="Completions per problem (pass@k needs n >= k).")] = 1,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 0.95,

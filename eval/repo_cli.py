@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from aigc_code.eval.repo import DEFAULT_CONFIGS
 
 from aigc_code.errors import AigcCodeError
+from aigc_code.options import AdapterOpt, BackendOpt, DeviceOpt, EndpointOpt, FimFormatOpt, ModelOpt
 
 
 def repo_command(
@@ -26,17 +27,12 @@ def repo_command(
             "both-model-first."
         ),
     ] = ",".join(DEFAULT_CONFIGS),
-    model: Annotated[
-        Optional[str],
-        typer.Option(
-            "--model", "-m", help="Local checkpoint directory, or the served model name with --backend openai."
-        ),
-    ] = None,
-    adapter: Annotated[Optional[str], typer.Option(help="peft LoRA adapter directory.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto (default), cpu, cuda, cuda:1.")] = None,
-    backend: Annotated[str, typer.Option(help="local or openai.")] = "local",
-    endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server URL (--backend openai).")] = None,
-    fim_format: Annotated[str, typer.Option(help="FIM format for --backend openai.")] = "starcoder",
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = "local",
+    endpoint: EndpointOpt = None,
+    fim_format: FimFormatOpt = "starcoder",
     max_new_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Most tokens per suggestion.")] = 64,
 ):
     """Repository completion benchmark: next-line exact match with and without the workspace index."""
