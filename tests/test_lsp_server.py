@@ -21,11 +21,20 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 BASE = {"maxNewTokens": 8, "temperature": 0.0}
 
 
+@pytest.fixture(scope="module")
+def long_context_model(tmp_path_factory):
+    """The tiny model with an 8k context: a long generation lasts seconds (the engine never generates
+    past the context, and the 512-token one finishes in well under a second on the fast path)."""
+    from aigc_code.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-8k") / "model", context=8192)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def client(tiny_model):
+async def client(long_context_model):
     c = make_test_lsp_client()
     await c.start_io(
-        sys.executable, "-m", "aigc_code.server", "serve", "--model", str(tiny_model), "--log-level", "INFO"
+        sys.executable, "-m", "aigc_code.server", "serve", "--model", str(long_context_model), "--log-level", "INFO"
     )
     c.init_result = await c.initialize_session(
         T.InitializeParams(
@@ -321,9 +330,9 @@ async def test_configuration_change(client):
 async def test_cancel_request_stops_generation(client):
     uri = "file:///project/long.py"
     open_doc(client, uri, "python", "def f(x):\n    \n")
-    configure(client, maxNewTokens=3000)  # tens of seconds of generation on the tiny model
+    configure(client, maxNewTokens=4000)  # seconds of generation on the tiny model
     pending = asyncio.ensure_future(inline(client, uri, 1, 4, msg_id="long-1"))
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(0.3)
     client.protocol.notify(T.CANCEL_REQUEST, T.CancelParams(id="long-1"))
     started = time.monotonic()
     with pytest.raises(JsonRpcRequestCancelled):
