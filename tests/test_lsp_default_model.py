@@ -35,9 +35,11 @@ def errors(tree) -> int:
     return count
 
 
-def apply(text: str, line: int, character: int, insert: str) -> str:
+def apply(text: str, line: int, character: int, insert: str, end_character: int | None = None) -> str:
+    """The document after the editor applies the item: `insert` replaces [character, end_character)."""
     lines = text.split("\n")
-    lines[line] = lines[line][:character] + insert + lines[line][character:]
+    end = character if end_character is None else end_character
+    lines[line] = lines[line][:character] + insert + lines[line][end:]
     return "\n".join(lines)
 
 
@@ -82,6 +84,7 @@ def test_default_model_gives_syntax_valid_inline_completions(client, language):
         assert "result" in response, response
         for item in response["result"]["items"]:
             got.append(item["insertText"])
-            completed = apply(text, line, character, item["insertText"])
+            end = item.get("range", {}).get("end", {}).get("character")  # auto-closed text it replaces
+            completed = apply(text, line, character, item["insertText"], end)
             assert errors(parser.parse(completed.encode())) <= baseline, (language, item["insertText"])
     assert any(s.strip() for s in got), f"no {language} suggestion at any of {positions}"
