@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
 from importlib.util import find_spec
 
 import pytest
+from lspkit import free_port
 from lsprotocol import types as T
 
 from aigc_code.errors import BackendError
@@ -56,12 +56,6 @@ PROBES = [
     ("javascript", "js", "function sum(xs) {\n  let total = 0;\n  \n}\n", (2, 2)),
     ("go", "go", 'package main\n\nimport "fmt"\n\nfunc main() {\n\tname := "world"\n\t\n}\n', (6, 1)),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 from aigc_code.server.backend import BackendHolder, backend_from_settings
 from aigc_code.server.documents import Document
 from aigc_code.server.settings import Settings
+from lspkit import connect_tcp, free_port
 from lsprotocol import types as T
 
 from aigc_code.backends import CancellationToken, GenerationConfig, OpenAIBackend, completions_url, fim_prompt
@@ -94,12 +94,6 @@ def stub():
     yield server
     server.shutdown()
     server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_urls_and_fim_formats():
@@ -269,12 +263,7 @@ def test_tcp_with_token(stub):
 
     async def session():
         client = make_test_lsp_client()
-        for _ in range(100):
-            try:
-                await client.start_tcp("127.0.0.1", port)
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        await connect_tcp(client, port)
         params = T.InitializeParams(
             capabilities=T.ClientCapabilities(), initialization_options={"aigcCode": {"token": "wrong"}}
         )

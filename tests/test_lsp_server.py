@@ -12,6 +12,7 @@ import time
 
 import pytest
 import pytest_asyncio
+from lspkit import plain
 from lsprotocol import types as T
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcMethodNotFound, JsonRpcRequestCancelled
 from pytest_lsp import make_test_lsp_client
@@ -71,15 +72,6 @@ def inline(client, uri: str, line: int, character: int, kind=T.InlineCompletionT
     if msg_id is not None:
         return client.protocol.send_request_async(T.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
     return client.text_document_inline_completion_async(params)
-
-
-def plain(value):
-    """pygls hands custom results back as namedtuples: turn them into dicts and lists."""
-    if hasattr(value, "_asdict"):
-        return {k: plain(v) for k, v in value._asdict().items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 async def last_timing(client) -> dict:

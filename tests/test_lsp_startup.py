@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,18 +15,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from lspkit import connect_tcp, free_port, plain
 from lsprotocol import types as T
 from pytest_lsp import make_test_lsp_client
 
 SERVE = [sys.executable, "-m", "aigc_code.server", "serve"]
-
-
-def plain(value):
-    if hasattr(value, "_asdict"):
-        return {k: plain(v) for k, v in value._asdict().items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 async def backend_states(client, timeout_s: float = 90.0) -> list[str]:
@@ -111,12 +103,6 @@ def stub():
     server.server_close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def inline_items(client, uri: str, line: int, character: int):
     result = await client.text_document_inline_completion_async(
         T.InlineCompletionParams(
@@ -138,12 +124,7 @@ def test_tcp_loads_after_initialize_and_range_replaces_auto_closed_bracket(stub)
 
     async def session():
         client = make_test_lsp_client()
-        for _ in range(300):
-            try:
-                await client.start_tcp("127.0.0.1", port)
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        await connect_tcp(client, port)
         params = T.InitializeParams(
             capabilities=T.ClientCapabilities(), initialization_options={"aigcCode": {"debounceMs": 0}}
         )

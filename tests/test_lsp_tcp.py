@@ -10,27 +10,17 @@ import socket
 import subprocess
 import sys
 
+from lspkit import connect_tcp, free_port
 from lsprotocol import types as T
 from pytest_lsp import make_test_lsp_client
 
 SERVE = [sys.executable, "-m", "aigc_code.server", "serve"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def connect(port: int):
     client = make_test_lsp_client()
-    for _ in range(300):
-        try:
-            await client.start_tcp("127.0.0.1", port)
-            return client
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise AssertionError("the server never listened")
+    await connect_tcp(client, port)
+    return client
 
 
 async def one_session(port: int, name: str) -> list[str]:

@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 import pytest_asyncio
+from lspkit import plain
 from lsprotocol import types as T
 from pytest_lsp import make_test_lsp_client
 
@@ -95,14 +96,6 @@ async def client(workspace, tiny_model):
     except Exception:
         c._server.kill()
     await c.stop()
-
-
-def plain(value):
-    if hasattr(value, "_asdict"):
-        return {k: plain(v) for k, v in value._asdict().items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 async def status(c) -> dict:

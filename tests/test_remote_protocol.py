@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from lspkit import free_port
 from lsprotocol import types as T
 
 from aigc_code.backends import OpenAIBackend, checkpoint_fim_format, heal_grammar, parse_fim_format, strip_heal
@@ -259,12 +259,6 @@ def test_n_greater_than_one_on_a_server_that_returns_one_choice(engine_factory):
 
 
 # -- status and error reporting over LSP -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_status_and_errors_follow_the_endpoint_over_lsp():
