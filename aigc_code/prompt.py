@@ -182,6 +182,14 @@ def _snippet_sections(related, index, used, room: _Room) -> tuple[list[Section],
     return sections, snippets
 
 
+def _first_lines_within(text: str, room: _Room, path: str, min_lines: int = 3) -> str:
+    """The longest run of `text`'s first lines that fits what is left (at least `min_lines`)."""
+    header = 0 if path in room.headers else room.tokens.count_tokens(comment_line(room.language, path)) + 1
+    cut = room.tokens.truncate_right(text, max(0, room.left - header - 1))
+    cut = cut[: cut.rfind("\n")] if "\n" in cut else ""
+    return cut if cut.count("\n") + 1 >= min_lines else ""
+
+
 def _retrieved_sections(retrieved: Sequence, window: str, room: _Room) -> list[Section]:
     """Chunks of workspace files (the repository index), best first, not already in the prompt."""
     sections = []
@@ -190,8 +198,11 @@ def _retrieved_sections(retrieved: Sequence, window: str, room: _Room) -> list[S
         if not text.strip() or text in window:
             continue
         c = room.cost(chunk.path, text)
-        if c > room.left:
-            continue
+        if c > room.left:  # a small context: the chunk's first lines, when a few of them fit
+            text = _first_lines_within(text, room, chunk.path)
+            c = room.cost(chunk.path, text) if text else c
+            if not text or c > room.left:
+                continue
         room.left -= c
         sections.append(Section("retrieved", chunk.path, text, c))
     return sections

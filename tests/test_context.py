@@ -283,3 +283,18 @@ def test_zero_context_budget_and_unknown_language():
     assert prompt.context == "" and prompt.prefix == text[:5] and prompt.suffix == text[5:]
     plain = build_prompt(SourceFile("notes.txt", "", "some text", None), 4)
     assert plain.prefix == "some" and plain.suffix == " text"
+
+
+def test_retrieved_chunks_are_cut_to_a_small_context():
+    from types import SimpleNamespace
+
+    doc = parsed("python", "import os\n\n\ndef main():\n    return os.getcwd()\n")
+    chunk = SimpleNamespace(
+        path="lib/util.py", text="\n".join(f"def helper_{i}(x):\n    return x + {i}" for i in range(40))
+    )
+    tight = build_prompt(doc, len(doc.text), [], ApproxTokens(), Budget(256, 64, 120), retrieved=[chunk])
+    kinds = [s.kind for s in tight.sections]
+    assert "retrieved" in kinds, kinds
+    shown = next(s.text for s in tight.sections if s.kind == "retrieved")
+    assert shown.startswith("def helper_0(x):") and len(shown) < len(chunk.text)
+    assert "# lib/util.py" in tight.prefix
