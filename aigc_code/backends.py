@@ -64,9 +64,20 @@ class LocalBackend:
         self.max_context = getattr(self.engine, "max_context", None)
 
     def complete(
-        self, prefix: str, suffix: str, request: GenerationConfig, cancel: CancellationToken | None = None
+        self,
+        prefix: str,
+        suffix: str,
+        request: GenerationConfig,
+        cancel: CancellationToken | None = None,
+        files: list[tuple[str, str]] | None = None,
+        path: str = "",
     ) -> GenerationResult:
-        return self.engine.complete(prefix, suffix, config=request, cancel=cancel)
+        return self.engine.complete(prefix, suffix, config=request, cancel=cancel, files=files or (), path=path)
+
+    @property
+    def repo_format(self) -> bool:
+        """Whether other files go to the model in its own repository format (Qwen2.5-Coder, StarCoder2)."""
+        return self.engine.repo is not None
 
     def score(self, prefix: str, suffix: str, texts: list[str], cancel: CancellationToken | None = None) -> list[float]:
         """Mean token log-probability of each text as the continuation of this prompt (choice rule

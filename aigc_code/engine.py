@@ -26,13 +26,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from aigc_code.errors import ModelLoadError
 from aigc_code.fastdecode import build_fast_lm, keep_last_kwargs
-from aigc_code.fim import FimTokens, detect_fim
+from aigc_code.fim import FimTokens, detect_fim, repo_markers
 from aigc_code.generation import CancellationToken, Candidate, GenerationConfig, GenerationResult
 from aigc_code.loading import Loaded, load_model
 from aigc_code.vocab import TextEncoder, TokenTable, adds_bos, control_tokens, token_strings
@@ -53,7 +54,9 @@ class Engine:
         self.device = loaded.device
         self.path = loaded.path
         self.adapter = loaded.adapter
-        self.fim: FimTokens | None = detect_fim(self.tokenizer.get_vocab())
+        vocab = self.tokenizer.get_vocab()
+        self.fim: FimTokens | None = detect_fim(vocab)
+        self.repo = repo_markers(self.fim, vocab)  # (repo name, file separator) markers, if the family has them
         # "psm" works for every FIM checkpoint; "spm" (suffix first) only for models trained with it,
         # which say so in aigc_code.json (aigc-code's own models do) -- it makes KV reuse cover the prompt
         self.fim_layout = _model_options(loaded.path).get("fim_layout", "psm")
@@ -108,9 +111,29 @@ class Engine:
         return kept[: nl + 1] if nl > 0 else kept
 
     # -- prompts ------------------------------------------------------------------------------
-    def build_prompt(self, prefix: str, suffix: str = "", max_new_tokens: int = 64) -> Prompt:
-        """FIM (or prefix-only) prompt ids that fit the model's context, with token healing."""
-        budget = max(8, self.max_context - max_new_tokens - 4)
+    def repo_context(self, files: Sequence[tuple[str, str]], path: str, repo: str = "repository") -> list[int]:
+        """Other files in the checkpoint's own repository format (`<|repo_name|>`/`<|file_sep|>`, StarCoder2's
+        `<repo_name>`/`<file_sep>`), then the current file's separator and path; [] without that format."""
+        if self.repo is None or not files:
+            return []
+        name, sep = self.repo
+        ids = self._special(name) + self.encode(repo + "\n")
+        for file_path, text in files:
+            ids += self._special(sep) + self.encode(f"{file_path}\n{text.rstrip()}\n")
+        return ids + self._special(sep) + self.encode(f"{path}\n")
+
+    def build_prompt(
+        self,
+        prefix: str,
+        suffix: str = "",
+        max_new_tokens: int = 64,
+        files: Sequence[tuple[str, str]] = (),
+        path: str = "",
+    ) -> Prompt:
+        """FIM (or prefix-only) prompt ids that fit the model's context, with token healing; `files`
+        (path, text) of other files go first in the repository format when the checkpoint has one."""
+        context = self.repo_context(files, path)
+        budget = max(8, self.max_context - max_new_tokens - 4 - len(context))
         pre = self.encode(prefix)
         suf = self.encode(suffix) if self.fim else []
         if len(pre) + len(suf) > budget:
@@ -121,11 +144,12 @@ class Engine:
         pre, heal = self._heal(pre)
         if self.fim is None:
             return Prompt(self._bos() + pre, heal)
+        bos = self._bos() + context
         if self.fim_layout == "spm":
             # suffix first: while the user types, everything up to the cursor is unchanged from the
             # last request, so the KV cache covers the whole prompt except the new characters
             ids = (
-                self._bos()
+                bos
                 + self._special(self.fim.prefix)
                 + self._special(self.fim.suffix)
                 + suf
@@ -134,7 +158,7 @@ class Engine:
             )
         else:
             ids = (
-                self._bos()
+                bos
                 + self._special(self.fim.prefix)
                 + pre
                 + self._special(self.fim.suffix)
@@ -178,10 +202,13 @@ class Engine:
         suffix: str = "",
         config: GenerationConfig | None = None,
         cancel: CancellationToken | None = None,
+        files: Sequence[tuple[str, str]] = (),
+        path: str = "",
     ) -> GenerationResult:
-        """Fill in the text between `prefix` and `suffix` (the cursor position)."""
+        """Fill in the text between `prefix` and `suffix` (the cursor position); `files`: other files
+        of the repository for the checkpoint's repository format (see `repo_context`)."""
         config = config or GenerationConfig()
-        return self.run(self.build_prompt(prefix, suffix, config.max_new_tokens), config, cancel)
+        return self.run(self.build_prompt(prefix, suffix, config.max_new_tokens, files, path), config, cancel)
 
     def generate(
         self, prompt: str, config: GenerationConfig | None = None, cancel: CancellationToken | None = None

@@ -57,6 +57,18 @@ DEFAULT_FIM = next(f for f in KNOWN_FIM if f.family == "starcoder")
 SPECIAL_TOKENS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<file_sep>"]
 
 
+# Repository-level prompt markers (repo name, file separator) of families trained with them:
+# Qwen2.5-Coder (`<|repo_name|>`, `<|file_sep|>`) and StarCoder2 (`<repo_name>`, `<file_sep>`).
+# Both markers must be in the vocabulary: aigc-code's own models carry `<file_sep>` but never learned it.
+REPO_MARKERS = {"qwen": ("<|repo_name|>", "<|file_sep|>"), "starcoder": ("<repo_name>", "<file_sep>")}
+
+
+def repo_markers(fim: FimTokens | None, vocab) -> tuple[str, str] | None:
+    """(repo-name marker, file-separator marker) when the checkpoint's family has them, else None."""
+    markers = REPO_MARKERS.get(fim.family) if fim is not None else None
+    return markers if markers is not None and all(m in vocab for m in markers) else None
+
+
 def detect_fim(vocab: dict[str, int] | set[str]) -> FimTokens | None:
     """The FIM family whose three markers are all in `vocab`, or None (prefix-only prompting)."""
     return next((fim for fim in KNOWN_FIM if fim.matches(vocab)), None)

@@ -200,7 +200,10 @@ class CompletionPipeline:
             return outcome
 
         t1 = time.perf_counter()
-        result = backend.complete(prompt.prefix, prompt.suffix, request, cancel)
+        if prompt.files:  # the checkpoint's repository format (Qwen2.5-Coder, StarCoder2)
+            result = backend.complete(prompt.prefix, prompt.suffix, request, cancel, files=prompt.files, path=req.path)
+        else:
+            result = backend.complete(prompt.prefix, prompt.suffix, request, cancel)
         self._record_model(timing, result, t1)
         if cancel.cancelled or any(c.finish_reason == "cancelled" for c in result.candidates):
             outcome.cancelled = True
@@ -245,7 +248,7 @@ class CompletionPipeline:
             budget,
             index=index,
             retrieved=retrieved,
-            repo_format=getattr(backend, "repo_format", None),
+            structured=bool(getattr(backend, "repo_format", False)),
         )
         return prompt
 

@@ -35,6 +35,7 @@ class Prompt:
     suffix_window: str
     context: str = ""
     sections: list[Section] = field(default_factory=list)
+    files: list[tuple[str, str]] = field(default_factory=list)  # other files, for a repository format
 
     @property
     def context_sections(self) -> dict[str, int]:
@@ -242,13 +243,14 @@ def build_prompt(
     budget: Budget = Budget(),
     index: Callable[[SourceFile], FileIndex] | None = None,
     retrieved: Sequence = (),
-    repo_format: str | None = None,
+    structured: bool = False,
 ) -> Prompt:
     """FIM prefix/suffix for a cursor at `str` index `cursor` of `doc`, with extra context.
 
     `index` maps a file to its `FileIndex` (the server passes a cache keyed by document
     version); by default files are indexed afresh. `retrieved`: chunks of workspace files from
-    the repository index (objects with `path` and `text`), best first.
+    the repository index (objects with `path` and `text`), best first. `structured`: other files'
+    context goes to `Prompt.files` (for a checkpoint's repository format) instead of path comments.
     """
     tokens = tokens or ApproxTokens()
     index = index or _default_index()
@@ -281,7 +283,23 @@ def build_prompt(
     sections += snippet_sections + _signature_sections(chosen, snippets, tokens)
     if not sections:
         return prompt
-    prompt.context = _assemble(sections, doc.path, language)
     prompt.sections = sections
+    if structured:  # other files go to the backend as (path, text), this file's context stays in the prefix
+        prompt.files, prompt.context = _split_by_file(sections, doc.path)
+    else:
+        prompt.context = _assemble(sections, doc.path, language)
     prompt.prefix = prompt.context + pre
     return prompt
+
+
+def _split_by_file(sections: list[Section], doc_path: str) -> tuple[list[tuple[str, str]], str]:
+    """([(path, text)] of the other files, the current file's own context text)."""
+    files: dict[str, list[Section]] = {}
+    for s in sections:
+        files.setdefault(s.path, []).append(s)
+
+    def text(group: list[Section]) -> str:
+        return "\n".join(s.text.rstrip("\n") for s in sorted(group, key=lambda s: _ORDER[s.kind]))
+
+    own = files.pop(doc_path, [])
+    return [(path, text(group)) for path, group in files.items()], (text(own) + "\n\n" if own else "")

@@ -353,3 +353,40 @@ def test_finetune_merge_eval(checkpoints, tiny_repo, tmp_path, monkeypatch, name
 def test_bad_model_flag_is_named(tmp_path, tiny_repo):
     res = run_cli("finetune", tiny_repo, "--out", tmp_path / "o", "--model", tmp_path / "nope")
     assert res.exit_code == 1 and res.output.strip().splitlines()[-1].startswith("error: --model:")
+
+
+def test_repository_format_where_the_checkpoint_has_one(checkpoints):
+    """Qwen2.5-Coder-style checkpoints get other files as `<|repo_name|>` / `<|file_sep|>` sections before the
+    FIM prompt; the shipped model (which has `<file_sep>` but never learned it) keeps path comments."""
+    from aigc_code.engine import load_engine
+
+    eng = load_engine(checkpoints["qwen2.5-coder"], device="cpu")
+    assert eng.repo == ("<|repo_name|>", "<|file_sep|>")
+    files = [("lib/util.py", "def helper():\n    return 1")]
+    ids = eng.build_prompt("def f():\n    ", "\n", 16, files=files, path="app.py").ids
+    vocab = eng.tokenizer.get_vocab()
+    repo, sep, fim = vocab["<|repo_name|>"], vocab["<|file_sep|>"], vocab["<|fim_prefix|>"]
+    assert ids.index(repo) < ids.index(sep) < ids.index(fim) and ids.count(sep) == 2
+    text = eng.tokenizer.decode(ids)
+    assert "lib/util.py\ndef helper():\n    return 1\n" in text and text.index("app.py\n") < text.index(
+        "<|fim_prefix|>"
+    )
+    assert eng.build_prompt("def f():\n    ", "\n", 16).ids.count(sep) == 0  # no files: the plain FIM prompt
+    assert load_engine(None).repo is None
+
+
+def test_structured_prompt_hands_other_files_to_the_backend():
+    from aigc_code.budget import ApproxTokens, Budget
+    from aigc_code.languages import ts_parser
+    from aigc_code.prompt import SourceFile, build_prompt
+
+    def parsed(path, text):
+        return SourceFile(path, "python", text, ts_parser("python").parse(text.encode()))
+
+    other = parsed("lib/shapes.py", "def area(w, h):\n    return w * h\n")
+    doc = parsed("app.py", "from lib.shapes import area\n\n\ndef main():\n    return area(2, 3)\n")
+    args = (doc, len(doc.text), [other], ApproxTokens(), Budget(256, 64, 256))
+    plain, structured = build_prompt(*args), build_prompt(*args, structured=True)
+    assert "# lib/shapes.py" in plain.prefix and not plain.files
+    assert structured.files and structured.files[0][0] == "lib/shapes.py" and "def area" in structured.files[0][1]
+    assert "# lib/shapes.py" not in structured.prefix
