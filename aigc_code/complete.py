@@ -61,19 +61,9 @@ def workspace_for(file: Path, settings):
     root = repository_root(file.resolve())
     if root is None:
         return None
-    from aigc_code.workspace import IndexLimits, WorkspaceIndex
+    from aigc_code.workspace import build_index
 
-    index = WorkspaceIndex([root], limits_from(settings, IndexLimits))
-    index.build()
-    return index
-
-
-def limits_from(settings, limits_type):
-    return limits_type(
-        max_file_bytes=settings.index_max_file_kb * 1024,
-        max_files=settings.index_max_files,
-        max_total_bytes=settings.index_max_total_mb * 1024 * 1024,
-    )
+    return build_index([root], settings)
 
 
 def complete_file(file: Path, line: int, column: int, settings=None, workspace: bool = True) -> dict:

@@ -80,12 +80,15 @@ class _Room:
     left: int
     headers: dict[str, int] = field(default_factory=dict)
 
+    def header(self, path: str) -> int:
+        """Tokens of the path comment that heads a file's context (0 once it is in the prompt)."""
+        return 0 if path in self.headers else self.tokens.count_tokens(comment_line(self.language, path)) + 1
+
     def cost(self, path: str, body: str) -> int:
-        if path not in self.headers:
-            self.headers[path] = self.tokens.count_tokens(comment_line(self.language, path)) + 1
-            extra = self.headers[path]
-        else:
-            extra = 0
+        """Tokens `body` adds, its file's header included the first time (and remembered)."""
+        extra = self.header(path)
+        if extra:
+            self.headers[path] = extra
         return self.tokens.count_tokens(body) + 1 + extra
 
 
@@ -185,8 +188,7 @@ def _snippet_sections(related, index, used, room: _Room) -> tuple[list[Section],
 
 def _first_lines_within(text: str, room: _Room, path: str, min_lines: int = 3) -> str:
     """The longest run of `text`'s first lines that fits what is left (at least `min_lines`)."""
-    header = 0 if path in room.headers else room.tokens.count_tokens(comment_line(room.language, path)) + 1
-    cut = room.tokens.truncate_right(text, max(0, room.left - header - 1))
+    cut = room.tokens.truncate_right(text, max(0, room.left - room.header(path) - 1))
     cut = cut[: cut.rfind("\n")] if "\n" in cut else ""
     return cut if cut.count("\n") + 1 >= min_lines else ""
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from aigc_code.errors import AigcCodeError
 from aigc_code.languages import language_for_path
 from aigc_code.sourcefiles import read_text
+from aigc_code.workspace import build_index
 
 CONFIGS: dict[str, dict] = {
     "none": {"workspace_index": False},
@@ -263,15 +264,6 @@ def _complete_hole(hole: Hole, root: Path, configs, base, backend, index, done) 
         index.update(path)
 
 
-def _index_for(root: Path, settings):
-    from aigc_code.complete import limits_from
-    from aigc_code.workspace import IndexLimits, WorkspaceIndex
-
-    index = WorkspaceIndex([root], limits_from(settings, IndexLimits))
-    index.build()
-    return index
-
-
 def _say(run: RepoRun, message: str) -> None:
     if run.progress:
         print(message, file=sys.stderr, flush=True)
@@ -299,7 +291,7 @@ def _run_one_repo(run: RepoRun, repo: Path, name: str, backend, done, sink) -> N
     root = copy_repository(repo, run.out / "work" / name)
     holes = punch_holes(name, root, run.holes, run.seed)
     _say(run, f"{name}: {len(holes)} holes in {len(source_files(root))} files; indexing")
-    index = _index_for(root, run.settings)
+    index = build_index([root], run.settings)
     for i, hole in enumerate(holes, 1):
         for record in _complete_hole(hole, root, run.configs, run.settings, backend, index, done):
             sink.write(json.dumps(record) + "\n")

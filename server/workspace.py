@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
-from aigc_code.complete import limits_from
+from aigc_code.languages import LANGUAGES
 from aigc_code.settings import Settings
 
 from .documents import uri_to_path
@@ -24,7 +24,8 @@ from .documents import uri_to_path
 log = logging.getLogger("aigc_code.server")
 
 WATCHER_ID = "aigc-code-workspace-files"
-_EXTENSIONS = "py,pyi,js,mjs,cjs,jsx,ts,tsx,mts,cts,go,rs,java,c,h,cc,cpp,cxx,hpp,hh,hxx"
+# every extension the index takes (aigc_code.languages), for the client's file watcher
+_EXTENSIONS = ",".join(sorted({ext.lstrip(".") for lang in LANGUAGES.values() for ext in lang.extensions}))
 
 
 def local_path(uri: str) -> str | None:
@@ -65,7 +66,7 @@ class WorkspaceWatch:
             return
         from aigc_code.workspace import IndexLimits, WorkspaceIndex
 
-        self.index = WorkspaceIndex(roots, limits_from(settings, IndexLimits))
+        self.index = WorkspaceIndex(roots, IndexLimits.from_settings(settings))
         self.status = "indexing"
         self._thread = threading.Thread(target=self._build, args=(on_done,), name="aigc-index", daemon=True)
         self._thread.start()

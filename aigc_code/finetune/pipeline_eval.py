@@ -13,9 +13,10 @@ from pathlib import Path
 def pipeline_comparison(
     data, base_model: str, adapter: Path, holes: int, seed: int, work: Path, device: str | None = None, echo=print
 ) -> dict:
-    from aigc_code.eval.repo import _complete_hole, _index_for, punch_holes
+    from aigc_code.eval.repo import _complete_hole, punch_holes
     from aigc_code.server.backend import backend_from_settings
     from aigc_code.settings import Settings
+    from aigc_code.workspace import build_index
 
     root = _copy_files(data, work)
     val = {f.path for f in data.val}
@@ -29,7 +30,7 @@ def pipeline_comparison(
     ):
         echo(f"pipeline measurement: {label}, {len(chosen)} held-out lines, index off and on")
         backend = backend_from_settings(settings)
-        index = _index_for(root, settings)
+        index = build_index([root], settings)
         records = [
             r for h in chosen for r in _complete_hole(h, root, ("none", "both"), settings, backend, index, set())
         ]

@@ -11,4 +11,12 @@ from .files import IndexLimits
 from .index import WorkspaceIndex
 from .retrieve import RetrievedChunk
 
-__all__ = ["CopyCandidate", "IndexLimits", "RetrievedChunk", "WorkspaceIndex"]
+__all__ = ["CopyCandidate", "IndexLimits", "RetrievedChunk", "WorkspaceIndex", "build_index"]
+
+
+def build_index(roots, settings) -> WorkspaceIndex:
+    """An index of `roots` with the caps `settings` asks for, built now (outside the server, which
+    builds in the background)."""
+    index = WorkspaceIndex(roots, IndexLimits.from_settings(settings))
+    index.build()
+    return index

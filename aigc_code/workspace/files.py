@@ -46,6 +46,15 @@ class IndexLimits:
     max_scanned: int = 300_000  # directory entries / listed paths looked at before discovery stops
     max_seconds: float = 120.0  # wall-clock cap of one build
 
+    @classmethod
+    def from_settings(cls, settings) -> IndexLimits:
+        """The caps an `aigc_code.settings.Settings` asks for (indexMaxFiles, indexMaxFileKb, indexMaxTotalMb)."""
+        return cls(
+            max_file_bytes=settings.index_max_file_kb * 1024,
+            max_files=settings.index_max_files,
+            max_total_bytes=settings.index_max_total_mb * 1024 * 1024,
+        )
+
 
 @dataclass
 class Skips:
