@@ -9,6 +9,9 @@ gate/up) as a handful of torch ops per layer, with
 - logits only for the positions asked for (`logits_to_keep`, the last one in prefill),
 - rotary embeddings as one complex multiply (q/k head dims are permuted once at build time so
   that HF's half-split rotation becomes pairwise; q.k products are unchanged),
+- on CPU in fp32, 1..16-token steps (decode, prompt-lookup drafts) in one call of a small C
+  kernel compiled on first use (`aigc_code.native`; AIGC_CODE_NATIVE=0 turns it off), over the
+  same tensors (matrices then kept row-major) and the same cache,
 - optionally a compiled single-token step (`torch.compile`, warmed at build so no compile lands
   on the first keystroke) and, on CUDA, the same step captured as a CUDA graph.
 
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from aigc_code.native import NativeStep, native_library
 
 SUPPORTED_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 STATIC_ROPE = ("default", "linear", "llama3")
@@ -54,6 +59,7 @@ class StaticCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.length = 0
         self.max_len = max_len
+        self.native_pointers = None  # the native step's C arrays of these tensors' addresses (aigc_code.native)
 
     def get_seq_length(self) -> int:
         return self.length
@@ -161,7 +167,7 @@ def _interleave_perm(head_dim: int, heads: int) -> torch.Tensor:
 class FastLM:
     """Runs a Llama-family HF model's weights with few tensor ops a layer and a static KV cache."""
 
-    def __init__(self, model, max_len: int | None = None, compile_step: bool = False):
+    def __init__(self, model, max_len: int | None = None, compile_step: bool = False, use_native: bool = True):
         cfg = model.config
         self.config = cfg
         inner = model.model
@@ -174,14 +180,20 @@ class FastLM:
         self.device = self.embed.device
         self.eps = float(cfg.rms_norm_eps)
         self.max_len = min(int(max_len or cfg.max_position_embeddings or 2048), MAX_CACHE)
+        self.cache_rows = self.max_len + SLACK
         self.final_norm = inner.norm.weight
         self.lm_head = model.lm_head
         self.quantized = not _is_float_linear(attn0.q_proj)
         self.gqa = self.kv_heads != self.heads
         self.vocab = model.lm_head.out_features if hasattr(model.lm_head, "out_features") else self.embed.shape[0]
+        # fp32 on CPU: one C call a step (aigc_code.native) instead of ~110 torch ops. Its matrix-vector
+        # products read row-major [out, in] weights fastest, so matrices are then kept as [in, out] views
+        # of row-major storage (torch's mm takes either; prefill's GEMMs run as fast)
+        lib = native_library(self) if use_native else None
+        self.row_major = lib is not None
         self.layers = [self._layer(layer) for layer in inner.layers]
         # a pre-transposed copy of a small output layer: mm on [in, out] is ~8% faster than linear at one row
-        head = None if self.quantized else self.lm_head.weight
+        head = None if (self.quantized or self.row_major) else self.lm_head.weight
         small = head is not None and self.lm_head.bias is None and head.numel() * head.element_size() <= HEAD_COPY_BYTES
         self.head_t = head.t().contiguous() if small else None
         self.freqs = self._rotary(inner, model)
@@ -189,6 +201,7 @@ class FastLM:
         self.blocks: dict[int, object] = {}  # fixed token counts -> compiled (or graphed) step
         if compile_step and not self.quantized:
             self.compile_blocks()
+        self.native = NativeStep(self, lib) if lib is not None else None
 
     # -- weights -----------------------------------------------------------------------------
     def _layer(self, layer) -> _Layer:
@@ -207,16 +220,20 @@ class FastLM:
         qkv = torch.cat([attn.q_proj.weight[qperm], attn.k_proj.weight[kperm], attn.v_proj.weight])
         return _Layer(
             norm1,
-            qkv.t().contiguous(),
+            self._matrix(qkv),
             self._qkv_bias(attn, qperm, kperm),
             None if q_norm is None else q_norm[hperm].contiguous(),
             None if k_norm is None else k_norm[hperm].contiguous(),
-            attn.o_proj.weight.t().contiguous(),
+            self._matrix(attn.o_proj.weight),
             attn.o_proj.bias,
             norm2,
-            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous(),
-            mlp.down_proj.weight.t().contiguous(),
+            self._matrix(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+            self._matrix(mlp.down_proj.weight),
         )
+
+    def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        """A [out, in] weight as the [in, out] operand of mm: a view of row-major storage for the native step."""
+        return weight.contiguous().t() if self.row_major else weight.t().contiguous()
 
     def _qkv_bias(self, attn, qperm, kperm) -> torch.Tensor | None:
         biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
@@ -242,7 +259,7 @@ class FastLM:
     # -- caches ------------------------------------------------------------------------------
     def new_cache(self, batch: int = 1) -> StaticCache:
         return StaticCache(
-            len(self.layers), batch, self.kv_heads, self.max_len + SLACK, self.head_dim, self.dtype, self.device
+            len(self.layers), batch, self.kv_heads, self.cache_rows, self.head_dim, self.dtype, self.device
         )
 
     # -- forward -----------------------------------------------------------------------------
@@ -260,7 +277,9 @@ class FastLM:
         if pos + count > cache.max_len:
             raise ValueError(f"the KV cache holds {cache.max_len} tokens; {pos + count} were asked for")
         block = self._block_for(input_ids.shape[0], count, pos, cache)
-        if block is not None:
+        if self.native is not None and self.native.accepts(input_ids, cache):
+            logits = self.native(input_ids, cache, logits_to_keep)
+        elif block is not None:
             logits = self._run_block(block, input_ids, cache)[:, :count]
         else:
             logits = self._forward(input_ids, cache, pos, logits_to_keep)
