@@ -2,8 +2,9 @@
 
 The same prompt ids go, in the same run and interleaved round by round, to
 
-- aigc-code's engine (its fast path, with and without prompt-lookup decoding, and the plain
-  Hugging Face forward it replaces, `AIGC_CODE_FAST=0`),
+- aigc-code's engine (its fast path, with and without prompt-lookup decoding; the same fast path
+  with its torch step instead of the native C step, `AIGC_CODE_NATIVE=0`, where the native step
+  runs; and the plain Hugging Face forward it replaces, `AIGC_CODE_FAST=0`),
 - `transformers` `generate` on the same loaded model,
 - llama.cpp through `llama-cpp-python` (when installed) on a GGUF converted from the same
   checkpoint by `aigc_code.gguf.export_gguf` (f32 for fp32, q8_0 for int8, bf16 for bf16).
@@ -191,18 +192,29 @@ def measure(runners: dict[str, Callable[[], Timing]], rounds: int, runs: int) ->
 
 
 @contextlib.contextmanager
-def _fast_path(enabled: bool):
-    from aigc_code.fastdecode import FAST_ENV
-
-    old = os.environ.get(FAST_ENV)
-    os.environ[FAST_ENV] = "1" if enabled else "0"
+def _setting(name: str, enabled: bool):
+    """Environment switch `name` set to "1"/"0" while engines are built (restored after)."""
+    old = os.environ.get(name)
+    os.environ[name] = "1" if enabled else "0"
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop(FAST_ENV, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[FAST_ENV] = old
+            os.environ[name] = old
+
+
+def _fast_path(enabled: bool):
+    from aigc_code.fastdecode import FAST_ENV
+
+    return _setting(FAST_ENV, enabled)
+
+
+def _native_step(enabled: bool):
+    from aigc_code.native import NATIVE_ENV
+
+    return _setting(NATIVE_ENV, enabled)
 
 
 def gguf_for(model_dir: Path, dtype: str) -> Path:
@@ -256,7 +268,10 @@ def bench_model(name: str, path: Path, dtype: str, opts: dict) -> list[Row]:
     with _fast_path(True):
         fast = Engine(loaded, reuse_kv=False)
     runners = {"aigc-code": engine_runner(fast, ids, n, 0), "aigc-code+lookup": engine_runner(fast, ids, n, 8)}
-    if opts["hf_engine"]:
+    if opts["hf_engine"]:  # the rows "before": the fast path's torch step (where the native one runs), HF's forward
+        if fast._fast is not None and fast._fast.native is not None:
+            with _fast_path(True), _native_step(False):
+                runners["aigc-code (torch step)"] = engine_runner(Engine(loaded, reuse_kv=False), ids, n, 0)
         with _fast_path(False):
             runners["aigc-code (HF forward)"] = engine_runner(Engine(loaded, reuse_kv=False), ids, n, 0)
     runners["transformers"] = transformers_runner(loaded.model, ids, n)
