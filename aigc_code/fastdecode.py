@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from aigc_code.native import NativeStep, native_library
+from aigc_code.native.memory import huge_zeros, pack
 
 SUPPORTED_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 STATIC_ROPE = ("default", "linear", "llama3")
@@ -38,6 +39,7 @@ FAST_ENV = "AIGC_CODE_FAST"  # "0" turns the fast path off (debugging, A/B bench
 COMPILE_ENV = "AIGC_CODE_COMPILE"  # "1"/"0": compile fixed-size steps (warmed at load); default: on CUDA only
 MAX_CACHE = 4096  # tokens of static KV cache at most (the engine's context is capped to it)
 HEAD_COPY_BYTES = 64 << 20  # output layers up to this size get a transposed copy (see FastLM.__init__)
+PACK_BYTES = 256 << 20  # weights the native step reads, copied into huge pages up to this size (see _pack_for_native)
 SLACK = 64  # cache rows past the context: room for prompt-lookup drafts fed at the very end
 
 
@@ -55,8 +57,12 @@ class StaticCache:
 
     def __init__(self, layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
         shape = (batch, kv_heads, max_len, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        if dtype == torch.float32 and torch.device(device).type == "cpu":  # one huge-page buffer (native.memory)
+            rows = huge_zeros(2 * layers * batch * kv_heads * max_len * head_dim).view(2 * layers, *shape).unbind(0)
+            self.keys, self.values = list(rows[:layers]), list(rows[layers:])
+        else:
+            self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+            self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.length = 0
         self.max_len = max_len
         self.native_pointers = None  # the native step's C arrays of these tensors' addresses (aigc_code.native)
@@ -196,6 +202,9 @@ class FastLM:
         head = None if (self.quantized or self.row_major) else self.lm_head.weight
         small = head is not None and self.lm_head.bias is None and head.numel() * head.element_size() <= HEAD_COPY_BYTES
         self.head_t = head.t().contiguous() if small else None
+        self.head_rows = self.lm_head.weight if self.row_major else None  # [vocab, hidden], what the native step reads
+        if self.row_major:
+            self._pack_for_native()
         self.freqs = self._rotary(inner, model)
         self.cos, self.sin = self.freqs.real.contiguous(), self.freqs.imag.contiguous()
         self.blocks: dict[int, object] = {}  # fixed token counts -> compiled (or graphed) step
@@ -234,6 +243,22 @@ class FastLM:
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         """A [out, in] weight as the [in, out] operand of mm: a view of row-major storage for the native step."""
         return weight.contiguous().t() if self.row_major else weight.t().contiguous()
+
+    def _pack_for_native(self) -> None:
+        """Move the matrices (and a small output layer) into one huge-page buffer (aigc_code.native.memory).
+
+        Only up to PACK_BYTES: past that the copies of o/down and of the output layer cost more memory
+        than the TLB misses they save are worth.
+        """
+        names = ("qkv", "o", "gate_up", "down")
+        mats = [getattr(layer, name).t() for layer in self.layers for name in names]  # row-major [out, in]
+        bytes_ = 4 * (sum(m.numel() for m in mats) + self.head_rows.numel())
+        if bytes_ > PACK_BYTES:
+            return
+        *mats, self.head_rows = pack([*mats, self.head_rows])
+        for i, layer in enumerate(self.layers):
+            for j, name in enumerate(names):
+                setattr(layer, name, mats[i * len(names) + j].t())
 
     def _qkv_bias(self, attn, qperm, kperm) -> torch.Tensor | None:
         biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
@@ -382,7 +407,8 @@ class FastLM:
             return self.lm_head(x)
         if self.head_t is not None:
             return torch.mm(x, self.head_t)
-        return F.linear(x, self.lm_head.weight, self.lm_head.bias)
+        head = self.head_rows if self.head_rows is not None else self.lm_head.weight
+        return F.linear(x, head, self.lm_head.bias)
 
     def _forward_fixed(self, ids: torch.Tensor, pos: torch.Tensor, keys: list, values: list) -> torch.Tensor:
         """`ids.shape[1]` tokens (batch 1) from tensor position `pos`, attending the whole static cache.

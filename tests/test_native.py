@@ -184,3 +184,15 @@ def test_engine_on_the_shipped_model_decodes_the_same_with_kv_reuse():
             assert a.candidates[0].token_ids == b.candidates[0].token_ids
             reused += a.reused_tokens
     assert reused > 0
+
+
+def test_huge_page_buffers_are_zeroed_aligned_copies():
+    from aigc_code.native.memory import PAGE, huge_zeros, pack
+
+    zeros = huge_zeros(PAGE // 4 * 3)
+    assert zeros.data_ptr() % PAGE == 0 and not zeros.any()
+    parts = [torch.randn(1000, 300), torch.randn(7), torch.randn(300, 1000).t()]
+    for part, copy in zip(parts, pack(parts), strict=True):
+        assert torch.equal(part, copy) and copy.is_contiguous() and copy.data_ptr() % 64 == 0
+    cache = build_fast_lm(_model("llama")).new_cache()
+    assert not any(k.any() for k in cache.keys + cache.values)

@@ -60,7 +60,7 @@ class NativeStep:
     def __init__(self, fast, lib: ctypes.CDLL):
         self.lib = lib
         self.vocab = fast.vocab
-        head, bias = fast.lm_head.weight.contiguous(), getattr(fast.lm_head, "bias", None)
+        head, bias = fast.head_rows.contiguous(), getattr(fast.lm_head, "bias", None)
         self._keep = [head, bias, fast.cos, fast.sin]  # alive as long as the struct points at them
         self.layers = (_Layer * len(fast.layers))(*[self._layer(layer) for layer in fast.layers])
         self.model = _Model(
