@@ -245,20 +245,28 @@ class FastLM:
         return weight.contiguous().t() if self.row_major else weight.t().contiguous()
 
     def _pack_for_native(self) -> None:
-        """Move the matrices (and a small output layer) into one huge-page buffer (aigc_code.native.memory).
+        """Move the matrices (and the output layer) into huge-page buffers (aigc_code.native.memory).
 
-        Only up to PACK_BYTES: past that the copies of o/down and of the output layer cost more memory
-        than the TLB misses they save are worth.
+        Everything up to PACK_BYTES; past that only the fused q|k|v and gate|up, which are copies
+        already (moving them costs no memory), while o/down stay views of the model's weights and
+        the output layer stays the model's: copying those would cost more memory than the TLB misses
+        they save are worth.
         """
-        names = ("qkv", "o", "gate_up", "down")
-        mats = [getattr(layer, name).t() for layer in self.layers for name in names]  # row-major [out, in]
-        bytes_ = 4 * (sum(m.numel() for m in mats) + self.head_rows.numel())
-        if bytes_ > PACK_BYTES:
-            return
-        *mats, self.head_rows = pack([*mats, self.head_rows])
-        for i, layer in enumerate(self.layers):
-            for j, name in enumerate(names):
-                setattr(layer, name, mats[i * len(names) + j].t())
+        everything = 4 * sum(
+            getattr(layer, n).numel() for layer in self.layers for n in ("qkv", "o", "gate_up", "down")
+        )
+        small = everything + 4 * self.head_rows.numel() <= PACK_BYTES
+        names = ("qkv", "o", "gate_up", "down") if small else ("qkv", "gate_up")
+        # small: one buffer for all (the head too); large: one a layer, so both copies coexist one layer long
+        groups = [self.layers] if small else [[layer] for layer in self.layers]
+        for group in groups:
+            slots = [(layer, name) for layer in group for name in names]
+            extra = [self.head_rows] if small else []
+            mats = pack([getattr(layer, name).t() for layer, name in slots] + extra)
+            if small:
+                self.head_rows = mats.pop()
+            for (layer, name), mat in zip(slots, mats, strict=True):
+                setattr(layer, name, mat.t())
 
     def _qkv_bias(self, attn, qperm, kperm) -> torch.Tensor | None:
         biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]

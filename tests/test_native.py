@@ -196,3 +196,18 @@ def test_huge_page_buffers_are_zeroed_aligned_copies():
         assert torch.equal(part, copy) and copy.is_contiguous() and copy.data_ptr() % 64 == 0
     cache = build_fast_lm(_model("llama")).new_cache()
     assert not any(k.any() for k in cache.keys + cache.values)
+
+
+def test_large_models_pack_only_the_fused_copies(monkeypatch):
+    import aigc_code.fastdecode as fastdecode
+
+    model = _model("qwen2")
+    monkeypatch.setattr(fastdecode, "PACK_BYTES", 0)  # as if the model were past 256 MB
+    native, torch_step = _pair(model)
+    attn = model.model.layers[0].self_attn
+    assert native.layers[0].o.data_ptr() == attn.o_proj.weight.data_ptr()  # o stays a view: no copy
+    assert native.head_rows is model.lm_head.weight
+    ids = torch.randint(0, TINY["vocab_size"], (1, 20))
+    got, _ = _feed(native, ids, [17, 1, 1, 1])
+    ref, _ = _feed(torch_step, ids, [17, 1, 1, 1])
+    torch.testing.assert_close(torch.cat(got, 1), torch.cat(ref, 1), atol=1e-4, rtol=1e-4)

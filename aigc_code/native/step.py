@@ -1,8 +1,11 @@
 """The native decode step bound to one FastLM: its tensors' addresses in a C struct, one ctypes call a step.
 
-`NativeStep(fast, lib)` points decode.c at the FastLM's own weight tensors (nothing is copied: a
+`NativeStep(fast, lib)` points decode.c at the FastLM's own weight tensors (not copied here: a
 FastLM built for the native step keeps its matrices row-major, see `FastLM.row_major`) and is
-called with a StaticCache, whose key/value rows it writes in place. `unsupported_reason(fast)` says when it cannot run (not fp32, not CPU, int8).
+called with a StaticCache, whose key/value rows it writes in place. One call at a time per
+NativeStep (its scratch buffer is shared, and ctypes releases the GIL during the call): the
+engine's lock sees to that. `unsupported_reason(fast)` says when it cannot run (not fp32, not CPU,
+int8).
 """
 
 from __future__ import annotations
