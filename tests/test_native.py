@@ -211,3 +211,19 @@ def test_large_models_pack_only_the_fused_copies(monkeypatch):
     got, _ = _feed(native, ids, [17, 1, 1, 1])
     ref, _ = _feed(torch_step, ids, [17, 1, 1, 1])
     torch.testing.assert_close(torch.cat(got, 1), torch.cat(ref, 1), atol=1e-4, rtol=1e-4)
+
+
+def test_the_portable_build_computes_the_same_logits():
+    """The fallback build (no -march=native) is the same code on plain x86-64/other CPUs' baseline."""
+    import ctypes
+
+    from aigc_code.native.step import NativeStep
+
+    model = _model("llama", tie_word_embeddings=True)
+    native, torch_step = _pair(model)
+    lib = ctypes.CDLL(str(native_build.compile_library(native_build.compiler(), native_build.PORTABLE_FLAGS)))
+    native.native = NativeStep(native, lib)
+    ids = torch.randint(0, TINY["vocab_size"], (1, 24))
+    got, _ = _feed(native, ids, [20, 1, 3])
+    ref, _ = _feed(torch_step, ids, [20, 1, 3])
+    torch.testing.assert_close(torch.cat(got, 1), torch.cat(ref, 1), atol=1e-4, rtol=1e-4)
