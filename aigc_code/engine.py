@@ -94,19 +94,31 @@ class Engine:
 
     def truncate_left(self, text: str, max_tokens: int) -> str:
         """The end of `text` that fits in `max_tokens`, cut at a line start where possible."""
-        ids = self.encode(text)
-        if len(ids) <= max_tokens:
-            return text
-        kept = self.tokenizer.decode(ids[len(ids) - max_tokens :]) if max_tokens > 0 else ""
+        ends = self._encode_text.token_ends(text)
+        if ends is not None:
+            if len(ends) <= max_tokens:
+                return text
+            kept = text[ends[len(ends) - max_tokens - 1] :] if max_tokens > 0 else ""
+        else:
+            ids = self.encode(text)
+            if len(ids) <= max_tokens:
+                return text
+            kept = self.tokenizer.decode(ids[len(ids) - max_tokens :]) if max_tokens > 0 else ""
         nl = kept.find("\n")
         return kept[nl + 1 :] if 0 <= nl < len(kept) - 1 else kept
 
     def truncate_right(self, text: str, max_tokens: int) -> str:
         """The start of `text` that fits in `max_tokens`, cut at a line end where possible."""
-        ids = self.encode(text)
-        if len(ids) <= max_tokens:
-            return text
-        kept = self.tokenizer.decode(ids[:max_tokens]) if max_tokens > 0 else ""
+        ends = self._encode_text.token_ends(text)
+        if ends is not None:
+            if len(ends) <= max_tokens:
+                return text
+            kept = text[: ends[max_tokens - 1]] if max_tokens > 0 else ""
+        else:
+            ids = self.encode(text)
+            if len(ids) <= max_tokens:
+                return text
+            kept = self.tokenizer.decode(ids[:max_tokens]) if max_tokens > 0 else ""
         nl = kept.rfind("\n")
         return kept[: nl + 1] if nl > 0 else kept
 

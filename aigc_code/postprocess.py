@@ -80,6 +80,7 @@ class Site:
     _before_b: bytes = field(init=False, repr=False)
     _after_b: bytes = field(init=False, repr=False)
     _baseline: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    _parses: dict[str, Tree] = field(default_factory=dict, init=False, repr=False)  # trimming and checking share
 
     def __post_init__(self) -> None:
         self._before_b = self.before.encode("utf-8")
@@ -127,7 +128,13 @@ class Site:
         return self._baseline
 
     def parse_with(self, text: str) -> Tree:
-        """Parse of the document with `text` inserted at the cursor."""
+        """Parse of the document with `text` inserted at the cursor (once per text)."""
+        tree = self._parses.get(text)
+        if tree is None:
+            tree = self._parses[text] = self._parse_with(text)
+        return tree
+
+    def _parse_with(self, text: str) -> Tree:
         assert self.language is not None
         ins = text.encode("utf-8")
         skip = replaced_after_cursor(self.rest_of_line, text)  # auto-closed brackets the item's range replaces

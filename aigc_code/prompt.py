@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aigc_code.budget import ApproxTokens, Budget, TokenCounter
+from aigc_code.budget import ApproxTokens, Budget, TokenCounter, count_cached
 from aigc_code.languages import comment_line
 from aigc_code.outline import Chunk, Definition, FileIndex, index_file
 from aigc_code.scope import enclosing_function, scope_text
@@ -46,29 +46,48 @@ class Prompt:
 
 
 def prefix_window(text: str, tokens: TokenCounter, max_tokens: int) -> str:
-    """The end of `text` within `max_tokens`, starting at a line boundary when cut."""
+    """The end of `text` within `max_tokens`, starting at a line boundary when cut.
+
+    Counted a line at a time with memoized counts, so a keystroke costs the count of the line
+    it changed, not of the whole window."""
     if max_tokens <= 0:
         return ""
     rough = text[-max_tokens * 8 :]
-    cut = tokens.truncate_left(rough, max_tokens)
-    if len(cut) < len(text):
-        nl = cut.find("\n")
-        if 0 <= nl < len(cut) - 1:
-            cut = cut[nl + 1 :]
-    return cut
+    lines = rough.split("\n")
+    last = len(lines) - 1
+    total, start = 0, len(lines)
+    for i in range(last, -1, -1):
+        cost = count_cached(tokens, lines[i] if i == last else lines[i] + "\n")
+        if total + cost > max_tokens:
+            break
+        total, start = total + cost, i
+    if start == len(lines):  # the cursor's own line alone is over the budget
+        return tokens.truncate_left(lines[last], max_tokens)
+    if start == 0 and len(rough) < len(text):
+        start = 1  # the rough cut's first line is partial
+    return "\n".join(lines[start:])
 
 
 def suffix_window(text: str, tokens: TokenCounter, max_tokens: int) -> str:
-    """The start of `text` within `max_tokens`, ending at a line boundary when cut."""
+    """The start of `text` within `max_tokens`, ending at a line boundary when cut (counted like
+    `prefix_window`)."""
     if max_tokens <= 0:
         return ""
     rough = text[: max_tokens * 8]
-    cut = tokens.truncate_right(rough, max_tokens)
-    if len(cut) < len(text):
-        nl = cut.rfind("\n")
-        if nl > 0:
-            cut = cut[: nl + 1]
-    return cut
+    lines = rough.split("\n")
+    last = len(lines) - 1
+    total, end = 0, 0
+    for i, line in enumerate(lines):
+        cost = count_cached(tokens, line if i == last else line + "\n")
+        if total + cost > max_tokens:
+            break
+        total, end = total + cost, i + 1
+    if end == len(lines) and len(rough) == len(text):
+        return rough
+    end = min(end, last)  # the rough cut's last line is partial
+    if end == 0:  # the rest of the cursor's line alone is over the budget
+        return tokens.truncate_right(lines[0], max_tokens)
+    return "".join(line + "\n" for line in lines[:end])
 
 
 @dataclass
@@ -82,14 +101,14 @@ class _Room:
 
     def header(self, path: str) -> int:
         """Tokens of the path comment that heads a file's context (0 once it is in the prompt)."""
-        return 0 if path in self.headers else self.tokens.count_tokens(comment_line(self.language, path)) + 1
+        return 0 if path in self.headers else count_cached(self.tokens, comment_line(self.language, path)) + 1
 
     def cost(self, path: str, body: str) -> int:
         """Tokens `body` adds, its file's header included the first time (and remembered)."""
         extra = self.header(path)
         if extra:
             self.headers[path] = extra
-        return self.tokens.count_tokens(body) + 1 + extra
+        return count_cached(self.tokens, body) + 1 + extra
 
 
 def _default_index() -> Callable[[SourceFile], FileIndex]:
@@ -110,7 +129,7 @@ def _import_section(doc: SourceFile, own: FileIndex, visible_start: int, room: _
         return []
     body = "\n".join(imports)
     cap = max(budget.context_tokens // 4, 1)
-    if room.tokens.count_tokens(body) > cap:
+    if count_cached(room.tokens, body) > cap:
         body = room.tokens.truncate_right(body, cap)
         body = body[: body.rfind("\n")] if "\n" in body else ""
     if not body.strip():
@@ -218,7 +237,9 @@ def _signature_sections(chosen: dict, snippets: list[tuple[str, Chunk]], tokens:
         if any(p == path and ch.start_line <= top.rows[0] and top.rows[1] <= ch.end_line for p, ch in snippets):
             continue
         by_path.setdefault(path, []).append(top.outline(only=only))
-    return [Section("signatures", path, "\n".join(b), tokens.count_tokens("\n".join(b))) for path, b in by_path.items()]
+    return [
+        Section("signatures", path, "\n".join(b), count_cached(tokens, "\n".join(b))) for path, b in by_path.items()
+    ]
 
 
 _ORDER = {"retrieved": 0, "imports": 1, "signatures": 2, "snippet": 3}

@@ -55,7 +55,17 @@ class TextEncoder:
         # the Rust tokenizer itself: transformers' wrapper costs ~0.2 ms a call, and the prompt builder
         # counts tokens of many small sections on every keystroke
         backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._backend = backend
         self._fast = (lambda t: backend.encode(t, add_special_tokens=False).ids) if backend is not None else None
+
+    def token_ends(self, text: str) -> list[int] | None:
+        """`str` index where each token of `text` ends (None: no offsets for this tokenizer or text).
+
+        Cutting a text to a token budget slices the text at one of these instead of decoding ids
+        back to text (transformers' decode costs more than the encode)."""
+        if self._backend is None or not text or (self.pattern is not None and self.pattern.search(text)):
+            return None
+        return [end for _, end in self._backend.encode(text, add_special_tokens=False).offsets]
 
     def _encode(self, text: str) -> list[int]:
         if self._fast is not None:

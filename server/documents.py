@@ -111,14 +111,17 @@ class Document:
     def line_starts(self) -> list[int]:
         """Start index of each LSP line: "\n", "\r\n" and a lone "\r" all end a line (LSP spec)."""
         if self._line_starts is None:
-            self._line_starts = [0, *(m.end() for m in _EOL.finditer(self.text))]
+            if "\r" in self.text:
+                self._line_starts = [0, *(m.end() for m in _EOL.finditer(self.text))]
+            else:  # "\n" only: the same rows as tree-sitter's
+                self._line_starts = self._newline_starts()
         return self._line_starts
 
     def _newline_starts(self) -> list[int]:
         """Start index of each tree-sitter row (tree-sitter counts only "\n")."""
-        if self._nl_starts is None:
-            lines = self.text.split("\n")
-            self._nl_starts = [0, *itertools.accumulate(len(line) + 1 for line in lines[:-1])]
+        if self._nl_starts is None:  # C-level loops only: this runs after every edit
+            lengths = map(len, self.text.split("\n")[:-1])
+            self._nl_starts = list(itertools.accumulate(map((1).__add__, lengths), initial=0))
         return self._nl_starts
 
     def _line(self, row: int) -> tuple[int, str]:

@@ -43,7 +43,7 @@ from aigc_code.pipeline import CompletionOutcome, CompletionPipeline, Completion
 from .backend import BackendHolder
 from .documents import UTF16, DocumentStore, PositionError, UnknownDocument, display_path
 from .settings import SECTION, Settings, merge, section
-from .transport import MAX_HEADER_LINE, LimitedStdinReader, run_framed
+from .transport import MAX_HEADER_LINE, run_framed, stdin_reader
 from .workspace import WorkspaceWatch, client_can_watch, local_path, watcher_registration
 
 log = logging.getLogger("aigc_code.server")
@@ -173,10 +173,15 @@ class AigcServer(LanguageServer):
     # -- transports: pygls' own, but with the hardened framing loop of transport.py ----------
     def start_io(self, stdin=None, stdout=None) -> None:
         self._stop_event = threading.Event()
-        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
-        reader = LimitedStdinReader(stdin or sys.stdin.buffer, self.thread_pool)
+        stdin, stdout = stdin or sys.stdin.buffer, stdout or sys.stdout.buffer
+        self.protocol.set_writer(StdoutWriter(stdout))
+
+        async def serve() -> None:
+            reader = await stdin_reader(stdin, stdout, self.thread_pool)
+            await run_framed(self._stop_event, reader, self.protocol)
+
         try:
-            asyncio.run(run_framed(self._stop_event, reader, self.protocol))
+            asyncio.run(serve())
         except BrokenPipeError:
             log.error("the client closed the connection")
         except (KeyboardInterrupt, SystemExit):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import stat
 from typing import Any
 
 from pygls.exceptions import JsonRpcInvalidParams
@@ -40,6 +42,34 @@ class LimitedStdinReader:
 
     async def readexactly(self, n: int) -> bytes:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.stdin.read, n)
+
+
+def _same_file(a, b) -> bool:
+    try:
+        x, y = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (OSError, ValueError, AttributeError):
+        return True
+    return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+
+
+async def stdin_reader(stdin, stdout, executor):
+    """An asyncio stream over stdin when it is a pipe or socket of its own: a message costs no
+    thread hand-off (the executor reader costs three, ~0.1-0.3 ms each, on every keystroke).
+    A regular file, a terminal, or stdin sharing stdout's file (non-blocking mode would leak
+    into the writes) keep the executor reader."""
+    try:
+        mode = os.fstat(stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return LimitedStdinReader(stdin, executor)
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) or _same_file(stdin, stdout):
+        return LimitedStdinReader(stdin, executor)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_HEADER_LINE, loop=loop)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), stdin)
+    except (OSError, ValueError):
+        return LimitedStdinReader(stdin, executor)
+    return reader
 
 
 def send_error(protocol, msg_id: Any, code: int, message: str) -> None:
@@ -97,7 +127,10 @@ def dispatch(protocol, body: bytes) -> None:
 
 async def _discard(reader, n: int) -> None:
     while n > 0:
-        chunk = await reader.readexactly(min(n, 1 << 20))
+        try:
+            chunk = await reader.readexactly(min(n, 1 << 20))
+        except asyncio.IncompleteReadError:
+            return
         if not chunk:
             return
         n -= len(chunk)
