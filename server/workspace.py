@@ -9,6 +9,7 @@ the disk. Nothing is ever written into the workspace.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from .documents import uri_to_path
 log = logging.getLogger("aigc_code.server")
 
 WATCHER_ID = "aigc-code-workspace-files"
+QUIET_S = 0.5  # seconds without an edit before open buffers are re-indexed
 # every extension the index takes (aigc_code.languages), for the client's file watcher
 _EXTENSIONS = ",".join(sorted({ext.lstrip(".") for lang in LANGUAGES.values() for ext in lang.extensions}))
 
@@ -58,6 +60,7 @@ class WorkspaceWatch:
         self.status = "off"
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._quiet: asyncio.TimerHandle | None = None
 
     def start(self, root_uris: list[str], settings: Settings, on_done=None) -> None:
         roots = list(dict.fromkeys(p for p in (local_path(u) for u in root_uris) if p and Path(p).is_dir()))
@@ -89,9 +92,16 @@ class WorkspaceWatch:
 
     # -- editor events --------------------------------------------------------------------------
     def buffer(self, uri: str, text: str) -> None:
+        """A buffer's new text (on the event loop): indexed when typing pauses for QUIET_S, or before a
+        lookup from another file; not on every keystroke."""
         path = local_path(uri)
-        if self.index is not None and path is not None:
-            self.index.update(path, text)
+        if self.index is None or path is None:
+            return
+        self.index.buffer(path, text)
+        if self._quiet is not None:
+            self._quiet.cancel()
+        loop = asyncio.get_running_loop()
+        self._quiet = loop.call_later(QUIET_S, loop.run_in_executor, None, self.index.flush)
 
     def disk(self, uri: str) -> None:
         path = local_path(uri)

@@ -351,6 +351,27 @@ def test_update_remove_and_many_updates_stay_correct(tmp_path):
     assert index.stats()["files"] == 1 and index.stats()["bytes"] == len(HELPERS)
 
 
+def test_buffers_are_indexed_lazily_and_the_newest_event_wins(tmp_path):
+    root = tmp_path / "ws"
+    write(root, "a.py", HELPERS)
+    index, _ = built(root)
+    me, other = root / "user.py", root / "open.py"
+    index.buffer(other, "marker_line = 1\nfrom_a_keystroke()\n")
+    assert not index.contains(other)  # not on the keystroke
+    # a lookup from another file indexes it first; the file being typed in stays pending
+    index.buffer(me, "marker_line = 1\ntyped_here()\n")
+    assert [c.text for c in index.copy_candidates(str(me), "marker_line = 1\n", "\n")] == ["from_a_keystroke()"]
+    assert index.contains(other) and not index.contains(me)
+    index.flush()  # typing paused
+    assert index.contains(me)
+    # a disk event after a pending buffer replaces it (the buffer was closed unsaved)
+    index.buffer(other, "marker_line = 1\nnever_saved()\n")
+    index.update(other)  # not on disk: dropped
+    index.flush()
+    assert not index.contains(other)
+    assert "never_saved()" not in [c.text for c in index.copy_candidates("x.py", "marker_line = 1\n", "\n")]
+
+
 # ------------------------------------------------------------------------------------------ retrieval
 
 
