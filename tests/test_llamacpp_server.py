@@ -34,6 +34,15 @@ if find_spec("llama_cpp") is None:
         "(compiles llama.cpp, ~30 min on 2 cores)",
         allow_module_level=True,
     )
+_missing = [
+    m for m in ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings") if find_spec(m) is None
+]
+if _missing:
+    pytest.skip(
+        f"llama-cpp-python's server extra is not installed (no {', '.join(_missing)}): "
+        "pip install 'llama-cpp-python[server]==0.3.36'",
+        allow_module_level=True,
+    )
 
 N_CTX = 512
 
