@@ -2,7 +2,7 @@
 server over stdio, and report inline-completion latency next to the model's own time.
 
 For each file the "user" opens it cut halfway, then types the rest of the next lines one
-character at a time (incremental didChange). At word boundaries the client asks for an inline
+character at a time (incremental didChange, KEYSTROKE_S apart). At word boundaries the client asks for an inline
 completion and waits for the answer; when the suggestion agrees with what the user goes on to
 type, the user accepts the agreeing part in one edit (as an editor's Tab does), so the cache
 path is exercised as it is in real use.
@@ -26,6 +26,9 @@ from pathlib import Path
 from aigc_code.languages import language_for_path
 
 BOUNDARY = set(" \t\n.(,:=[{")
+# seconds between typed characters: a very fast typist (~100 words a minute is ~0.1 s a character).
+# The request still follows its keystroke's didChange at once, as an editor sends them.
+KEYSTROKE_S = 0.03
 
 
 def default_files() -> list[Path]:
@@ -151,10 +154,11 @@ def _position(text: str, index: int) -> dict:
 
 
 class _Session:
-    def __init__(self, client: JsonRpcClient, result: BenchResult):
+    def __init__(self, client: JsonRpcClient, result: BenchResult, keystroke_s: float = KEYSTROKE_S):
         self.client = client
         self.result = result
         self.version = 1
+        self.keystroke_s = keystroke_s
 
     def insert(self, uri: str, text: str, index: int, new: str) -> str:
         pos = _position(text, index)
@@ -203,6 +207,8 @@ class _Session:
         made = 0
         pos = cut
         while pos < end and made < requests:
+            if self.keystroke_s:  # a typist's pace between keystrokes; the request follows its keystroke at once
+                await asyncio.sleep(self.keystroke_s)
             ch = real[pos]
             text = self.insert(uri, text, index, ch)
             index += 1
