@@ -4,8 +4,10 @@ from the tree-sitter tree; the prompt builder shows signatures and snippets from
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from aigc_code.syntax import SYNTAX, Syntax, identifiers
@@ -227,10 +229,64 @@ def _data_definition(node: Node, src: bytes, member: bool, start: int, rows) -> 
     )
 
 
+class _DefinitionMemo:
+    """Definitions by the text they were built from: a keystroke re-indexes the open file, and all but
+    the edited definition come back from here (shifted to where they now stand) instead of from a
+    walk of their nodes. Keyed by the source bytes from the definition's line start to its end (and
+    where the node starts in them), so a hit is the same text, whatever the tree it came from."""
+
+    def __init__(self, max_bytes: int = 8 << 20):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[Definition | None, int, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> tuple[Definition | None, int, int] | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple, value: tuple[Definition | None, int, int]) -> None:
+        with self._lock:
+            if key not in self._items:
+                self._bytes += len(key[-1])
+            self._items[key] = value
+            while self._bytes > self.max_bytes and self._items:
+                old, _ = self._items.popitem(last=False)
+                self._bytes -= len(old[-1])
+
+
+_MEMO = _DefinitionMemo()
+
+
+def _shifted(d: Definition, db: int, dr: int) -> Definition:
+    if not db and not dr:
+        return d
+    members = [_shifted(m, db, dr) for m in d.members]
+    return replace(d, start=d.start + db, end=d.end + db, rows=(d.rows[0] + dr, d.rows[1] + dr), members=members)
+
+
 def _definition(
     node: Node, src: bytes, syntax: Syntax, language: str, member: bool = False, start: int | None = None
 ) -> Definition | None:
     start = node.start_byte if start is None else start
+    line = src.rfind(b"\n", 0, start) + 1
+    row = node.start_point.row
+    key = (language, member, start - line, node.start_byte - line, src[line : node.end_byte])
+    hit = _MEMO.get(key)
+    if hit is not None:
+        defn, old_line, old_row = hit
+        return None if defn is None else _shifted(defn, line - old_line, row - old_row)
+    defn = _build_definition(node, src, syntax, language, member, start)
+    _MEMO.put(key, (defn, line, row))
+    return defn
+
+
+def _build_definition(
+    node: Node, src: bytes, syntax: Syntax, language: str, member: bool, start: int
+) -> Definition | None:
     rows = (node.start_point.row, node.end_point.row)
     if _is_function(node, syntax, language):
         return _function_definition(node, src, syntax, start, rows)

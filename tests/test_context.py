@@ -298,3 +298,32 @@ def test_retrieved_chunks_are_cut_to_a_small_context():
     shown = next(s.text for s in tight.sections if s.kind == "retrieved")
     assert shown.startswith("def helper_0(x):") and len(shown) < len(chunk.text)
     assert "# lib/util.py" in tight.prefix
+
+
+def test_definition_memo_gives_the_index_a_fresh_walk_gives_after_edits(monkeypatch):
+    """Definitions come back from the memo after a keystroke, shifted to where they now stand."""
+    import random
+    import sysconfig
+    from pathlib import Path
+
+    from aigc_code import outline
+    from aigc_code.languages import ts_parser
+
+    rng = random.Random(0)
+    parser = ts_parser("python")
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
+    memo = outline._DefinitionMemo()
+    for _ in range(25):
+        pos = rng.randrange(len(text))
+        text = (
+            text[:pos]
+            + rng.choice(["x", "\n", "    ", "def q():\n    pass\n", ""])
+            + text[pos + rng.choice([0, 1, 5]) :]
+        )
+        tree = parser.parse(text.encode())
+        monkeypatch.setattr(outline, "_MEMO", memo)
+        cached = outline.index_file(text, tree, "python")
+        monkeypatch.setattr(outline, "_MEMO", outline._DefinitionMemo())
+        fresh = outline.index_file(text, tree, "python")
+        assert cached.imports == fresh.imports and cached.definitions == fresh.definitions
+    assert len(memo._items) > 0
