@@ -22,7 +22,6 @@ appended to DIR/results.jsonl (a rerun resumes), then DIR/report.json, report.md
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import random
@@ -37,6 +36,7 @@ from pathlib import Path
 
 from aigc_code.errors import AigcCodeError
 from aigc_code.languages import language_for_path
+from aigc_code.similarity import edit_similarity
 from aigc_code.sourcefiles import read_text
 from aigc_code.workspace import build_index
 
@@ -140,12 +140,6 @@ def copy_repository(root: Path, dest: Path) -> Path:
 
 # --------------------------------------------------------------------------------------------
 # Scoring one suggestion
-
-
-def edit_similarity(a: str, b: str) -> float:
-    if not a and not b:
-        return 1.0
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
 def score(hole: Hole, suggestion: str) -> dict:

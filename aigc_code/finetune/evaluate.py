@@ -25,6 +25,7 @@ import torch
 
 from aigc_code.finetune.data import SourceFile
 from aigc_code.finetune.spans import FileSpans
+from aigc_code.similarity import edit_similarity
 
 LINE_MAX_NEW_TOKENS = 48
 SPAN_MAX_NEW_TOKENS = 64
@@ -38,21 +39,6 @@ class CompletionTask:
     prefix: str
     suffix: str
     target: str
-
-
-def edit_similarity(a: str, b: str) -> float:
-    """1 - Levenshtein(a, b) / max(len): 1.0 for equal strings, 0.0 for nothing in common."""
-    if a == b:
-        return 1.0
-    if not a or not b:
-        return 0.0
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-        prev = cur
-    return 1.0 - prev[-1] / max(len(a), len(b))
 
 
 def next_line_tasks(files: list[SourceFile], n: int, seed: int) -> list[CompletionTask]:
