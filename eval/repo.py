@@ -39,6 +39,7 @@ from aigc_code.languages import language_for_path
 from aigc_code.similarity import edit_similarity
 from aigc_code.sourcefiles import read_text
 from aigc_code.workspace import build_index
+from aigc_code.workspace.files import IndexLimits, Skips, list_candidates
 
 CONFIGS: dict[str, dict] = {
     "none": {"workspace_index": False},
@@ -50,7 +51,6 @@ CONFIGS: dict[str, dict] = {
     "both-model-first": {"index_context": True, "copy_candidates": True, "choice_rule": "model-first"},
 }
 DEFAULT_CONFIGS = ("none", "context", "copy", "both", "both-confident", "both-likelihood", "both-model-first")
-SKIP_PARTS = {".git", "node_modules", "vendor", "target", "dist", "build", "__pycache__", ".venv"}
 _COMMENT = ("#", "//", "/*", "*", "--")
 
 
@@ -72,15 +72,11 @@ class Hole:
 
 
 def source_files(root: Path) -> list[Path]:
-    """Files of languages the pipeline completes, outside vendored and build folders, sorted."""
-    out = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(p in SKIP_PARTS or p.startswith(".") for p in rel.parts[:-1]) or not path.is_file():
-            continue
-        if language_for_path(path) is not None and not path.is_symlink():
-            out.append(path)
-    return out
+    """The files the workspace index reads (its own discovery: `git ls-files` or a `.gitignore`-aware
+    walk, the same skips and caps), sorted, under `root` as given."""
+    real_root = root.resolve()
+    found = list_candidates(real_root, IndexLimits(), Skips())
+    return sorted(root / real.relative_to(real_root) for real, _ in found)
 
 
 def hole_candidates(text: str) -> list[int]:
