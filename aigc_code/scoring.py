@@ -2,7 +2,8 @@
 the same prompt the engine generates from, so that copy candidates and generated ones can be
 compared on one scale (the `likelihood` choice rule).
 
-The prompt is run once; each continuation then runs on a copy of its KV cache.
+The prompt is run once (the HF model: the engine's own cache belongs to generation); each
+continuation then runs on a copy of that KV cache.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ def score_continuations(engine, prefix: str, suffix: str, texts: list[str], canc
         ids = torch.tensor([prompt.ids], device=engine.device)
         out = model(input_ids=ids, use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), -1)
+        past = getattr(out, "cache", None) or out.past_key_values  # transformers 5 names it `cache`
         scores = []
         for text in texts:
             if cancel is not None and cancel.cancelled:
                 scores.append(float("-inf"))
                 continue
-            scores.append(_score_one(engine, model, out.past_key_values, first, prompt.heal + text))
+            scores.append(_score_one(engine, model, past, first, prompt.heal + text))
     return scores
 
 
@@ -36,7 +38,8 @@ def _score_one(engine, model, past, first_logprobs: torch.Tensor, text: str) -> 
     total = float(first_logprobs[cont[0]])
     if len(cont) > 1:
         ids = torch.tensor([cont[:-1]], device=engine.device)
-        logits = model(input_ids=ids, past_key_values=copy.deepcopy(past), use_cache=True).logits[0].float()
+        cache = {engine._cache_kw: copy.deepcopy(past)}  # `cache` in transformers 5, else `past_key_values`
+        logits = model(input_ids=ids, use_cache=True, **cache).logits[0].float()
         logprobs = torch.log_softmax(logits, -1)
         targets = torch.tensor(cont[1:], device=logprobs.device)
         total += float(logprobs.gather(1, targets[:, None]).sum())
