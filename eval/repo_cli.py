@@ -10,7 +10,7 @@ import typer
 from aigc_code.eval.repo import DEFAULT_CONFIGS
 
 from aigc_code.errors import AigcCodeError
-from aigc_code.options import AdapterOpt, BackendOpt, DeviceOpt, EndpointOpt, FimFormatOpt, ModelOpt
+from aigc_code.options import AdapterOpt, BackendOpt, DeviceOpt, EndpointOpt, FimFormatOpt, ModelOpt, ThreadsOpt
 
 
 def repo_command(
@@ -30,6 +30,7 @@ def repo_command(
     model: ModelOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     backend: BackendOpt = "local",
     endpoint: EndpointOpt = None,
     fim_format: FimFormatOpt = "starcoder",
@@ -51,6 +52,7 @@ def repo_command(
         model=model,
         adapter=adapter,
         device=device,
+        threads=threads,
         backend=backend,
         endpoint=endpoint,
         fim_format=fim_format,
