@@ -29,6 +29,7 @@ BOUNDARY = set(" \t\n.(,:=[{")
 # seconds between typed characters: a very fast typist (~100 words a minute is ~0.1 s a character).
 # The request still follows its keystroke's didChange at once, as an editor sends them.
 KEYSTROKE_S = 0.03
+REPLY_TIMEOUT_S = 120.0  # a request unanswered this long ends the benchmark with an error, not a hang
 
 
 def default_files() -> list[Path]:
@@ -123,7 +124,10 @@ class JsonRpcClient:
         future = asyncio.get_running_loop().create_future()
         self.pending[self.ids] = future
         self._write({"jsonrpc": "2.0", "id": self.ids, "method": method, "params": params})
-        reply = await future
+        try:
+            reply = await asyncio.wait_for(future, REPLY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise RuntimeError(f"{method}: no reply from the server in {REPLY_TIMEOUT_S:.0f} s") from None
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error'].get('message')}")
         return reply.get("result")
@@ -140,7 +144,9 @@ class JsonRpcClient:
                     break
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
-            message = json.loads(await out.readexactly(length or 0))
+            if length is None:
+                continue  # not a frame (something else wrote to the server's stdout): resync on the next header
+            message = json.loads(await out.readexactly(length))
             if "method" in message and "id" in message:  # a request from the server: no client features
                 self._write({"jsonrpc": "2.0", "id": message["id"], "result": None})
             elif "id" in message and message["id"] in self.pending:
