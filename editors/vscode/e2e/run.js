@@ -314,11 +314,13 @@ async function main() {
     const serverLog = path.join(tmp, 'aigc-server.log');
     fs.mkdirSync(ws, { recursive: true });
     fs.mkdirSync(path.join(ud, 'User'), { recursive: true });
-    // the README's examples, where the built-in model suggests something (line 14 col 5; line 6 col 7)
+    // the README's examples (line 14 col 5; line 6 col 7), with the sibling module the repository index
+    // copies the Python line from, as a user who opens the examples folder has it
     const examples = path.join(__dirname, '..', '..', '..', 'examples');
     const pyFile = path.join(ws, 'stats.py');
     const jsFile = path.join(ws, 'server.js');
     fs.copyFileSync(path.join(examples, 'stats.py'), pyFile);
+    fs.copyFileSync(path.join(examples, 'summary.py'), path.join(ws, 'summary.py'));
     fs.copyFileSync(path.join(examples, 'server.js'), jsFile);
     const userSettings = {
         'aigcCode.server.path': env.AIGC_CODE_BIN, // User settings: must work in a remote window (issue A)
