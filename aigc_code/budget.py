@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
@@ -16,11 +17,18 @@ class TokenCounter(Protocol):
     def truncate_right(self, text: str, max_tokens: int) -> str: ...
 
 
-@lru_cache(maxsize=16384)
+_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one memo per counter, gone with it
+
+
 def count_cached(tokens: TokenCounter, text: str) -> int:
     """`tokens.count_tokens(text)`, memoized: the prompt builder counts the same lines and sections
-    on every keystroke (a real tokenizer costs ~0.4 us a character)."""
-    return tokens.count_tokens(text)
+    on every keystroke (a real tokenizer costs ~0.4 us a character). The memo holds the counter
+    weakly, so a backend the server replaces (and its model) is freed."""
+    count = _COUNTS.get(tokens)
+    if count is None:
+        ref = weakref.ref(tokens)
+        count = _COUNTS[tokens] = lru_cache(maxsize=16384)(lambda t: ref().count_tokens(t))
+    return count(text)
 
 
 class ApproxTokens:

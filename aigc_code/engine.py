@@ -101,33 +101,33 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
+    def _kept_tokens(self, text: str, max_tokens: int, tail: bool) -> str | None:
+        """The text of `text`'s last (`tail`) or first `max_tokens` tokens; None when all of it fits.
+        Sliced at token offsets where the tokenizer gives them, else decoded from the ids."""
+        ends = self._encode_text.token_ends(text)
+        ids = self.encode(text) if ends is None else None
+        count = len(ends) if ends is not None else len(ids)
+        if count <= max_tokens:
+            return None
+        if max_tokens <= 0:
+            return ""
+        if ends is not None:
+            return text[ends[count - max_tokens - 1] :] if tail else text[: ends[max_tokens - 1]]
+        return self.tokenizer.decode(ids[count - max_tokens :] if tail else ids[:max_tokens])
+
     def truncate_left(self, text: str, max_tokens: int) -> str:
         """The end of `text` that fits in `max_tokens`, cut at a line start where possible."""
-        ends = self._encode_text.token_ends(text)
-        if ends is not None:
-            if len(ends) <= max_tokens:
-                return text
-            kept = text[ends[len(ends) - max_tokens - 1] :] if max_tokens > 0 else ""
-        else:
-            ids = self.encode(text)
-            if len(ids) <= max_tokens:
-                return text
-            kept = self.tokenizer.decode(ids[len(ids) - max_tokens :]) if max_tokens > 0 else ""
+        kept = self._kept_tokens(text, max_tokens, tail=True)
+        if kept is None:
+            return text
         nl = kept.find("\n")
         return kept[nl + 1 :] if 0 <= nl < len(kept) - 1 else kept
 
     def truncate_right(self, text: str, max_tokens: int) -> str:
         """The start of `text` that fits in `max_tokens`, cut at a line end where possible."""
-        ends = self._encode_text.token_ends(text)
-        if ends is not None:
-            if len(ends) <= max_tokens:
-                return text
-            kept = text[: ends[max_tokens - 1]] if max_tokens > 0 else ""
-        else:
-            ids = self.encode(text)
-            if len(ids) <= max_tokens:
-                return text
-            kept = self.tokenizer.decode(ids[:max_tokens]) if max_tokens > 0 else ""
+        kept = self._kept_tokens(text, max_tokens, tail=False)
+        if kept is None:
+            return text
         nl = kept.rfind("\n")
         return kept[: nl + 1] if nl > 0 else kept
 

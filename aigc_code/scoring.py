@@ -21,7 +21,8 @@ def score_continuations(engine, prefix: str, suffix: str, texts: list[str], canc
         ids = torch.tensor([prompt.ids], device=engine.device)
         out = model(input_ids=ids, use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), -1)
-        past = getattr(out, "cache", None) or out.past_key_values  # transformers 5 names it `cache`
+        past = getattr(out, "cache", None)  # transformers 5 names it `cache`
+        past = out.past_key_values if past is None else past
         scores = []
         for text in texts:
             if cancel is not None and cancel.cancelled:

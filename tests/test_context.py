@@ -327,3 +327,18 @@ def test_definition_memo_gives_the_index_a_fresh_walk_gives_after_edits(monkeypa
         fresh = outline.index_file(text, tree, "python")
         assert cached.imports == fresh.imports and cached.definitions == fresh.definitions
     assert len(memo._items) > 0
+
+
+def test_token_count_memo_frees_a_replaced_counter():
+    """The memo must not keep a backend (and its model) alive after the server replaced it."""
+    import gc
+    import weakref
+
+    from aigc_code.budget import count_cached
+
+    tokens = ApproxTokens()
+    ref = weakref.ref(tokens)
+    assert count_cached(tokens, "abcdefg") == count_cached(tokens, "abcdefg") == 2
+    del tokens
+    gc.collect()
+    assert ref() is None

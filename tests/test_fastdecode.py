@@ -194,17 +194,21 @@ PREFIXES = ["def add(a, b):\n    return a + b\n\ndef add(a, b):\n    ", "import 
             "class Foo:\n    def __init__(self):\n        self.x = 1\n        self.x"]  # fmt: skip
 
 
-@pytest.mark.parametrize("lookup", [0, 8])
-def test_engine_greedy_output_is_unchanged(tiny_model, lookup):
+def assert_same_greedy(one, other, lookup: int) -> None:
+    """Two engines over the same weights complete PREFIXES with the same tokens and log-probs."""
     from aigc_code.generation import GenerationConfig
 
-    fast, plain = _engines(tiny_model)
     cfg = GenerationConfig(max_new_tokens=24, prompt_lookup=lookup)
     for prefix in PREFIXES:
-        a, b = fast.complete(prefix, "\n\nprint(1)\n", cfg), plain.complete(prefix, "\n\nprint(1)\n", cfg)
+        a, b = one.complete(prefix, "\n\nprint(1)\n", cfg), other.complete(prefix, "\n\nprint(1)\n", cfg)
         assert a.candidates[0].token_ids == b.candidates[0].token_ids
         assert a.text == b.text
         assert a.candidates[0].token_logprobs == pytest.approx(b.candidates[0].token_logprobs, abs=1e-4)
+
+
+@pytest.mark.parametrize("lookup", [0, 8])
+def test_engine_greedy_output_is_unchanged(tiny_model, lookup):
+    assert_same_greedy(*_engines(tiny_model), lookup)
 
 
 def test_engine_keystrokes_reuse_the_static_cache(tiny_model):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from test_fastdecode import PREFIXES, TINY, VARIANTS, _model
+from test_fastdecode import TINY, VARIANTS, _model, assert_same_greedy
 
 from aigc_code.fastdecode import FastLM, build_fast_lm
 from aigc_code.native import NATIVE_ENV, load_library
@@ -160,14 +160,7 @@ def _engines(path):
 
 @pytest.mark.parametrize("lookup", [0, 8])
 def test_engine_greedy_output_is_unchanged(tiny_model, lookup):
-    from aigc_code.generation import GenerationConfig
-
-    native, plain = _engines(tiny_model)
-    cfg = GenerationConfig(max_new_tokens=24, prompt_lookup=lookup)
-    for prefix in PREFIXES:
-        a, b = native.complete(prefix, "\n\nprint(1)\n", cfg), plain.complete(prefix, "\n\nprint(1)\n", cfg)
-        assert a.candidates[0].token_ids == b.candidates[0].token_ids
-        assert a.candidates[0].token_logprobs == pytest.approx(b.candidates[0].token_logprobs, abs=1e-4)
+    assert_same_greedy(*_engines(tiny_model), lookup)
 
 
 def test_engine_on_the_shipped_model_decodes_the_same_with_kv_reuse():

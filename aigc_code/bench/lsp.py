@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aigc_code.bench.lspclient import frame
 from aigc_code.languages import language_for_path
 
 BOUNDARY = set(" \t\n.(,:=[{")
@@ -113,8 +114,7 @@ class JsonRpcClient:
         self.reader = asyncio.ensure_future(self._read())
 
     def _write(self, message: dict) -> None:
-        body = json.dumps(message).encode()
-        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.proc.stdin.write(frame(json.dumps(message)))
 
     def notify(self, method: str, params) -> None:
         self._write({"jsonrpc": "2.0", "method": method, "params": params})
