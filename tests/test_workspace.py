@@ -196,10 +196,13 @@ def test_build_in_background_is_queryable_and_cancellable(tmp_path):
     results = []
     thread = threading.Thread(target=lambda: results.append(index.build()))
     thread.start()
-    while thread.is_alive():
+    queries = 0
+    while thread.is_alive():  # at a fast typist's pace: a tight loop would starve the builder of the GIL
         index.copy_candidates(str(root / "new.py"), USER, "\n")
+        queries += 1
+        time.sleep(0.01)
     thread.join()
-    assert index.ready and results[0]["files"] == 300
+    assert index.ready and results[0]["files"] == 300 and queries >= 1
     assert index.copy_candidates(str(root / "new.py"), USER + "    return ", "\n")[0].text == "parse(data)"
 
 
