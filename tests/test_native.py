@@ -87,6 +87,32 @@ def test_the_shipped_model_steps_match():
     torch.testing.assert_close(cache.keys[-1][:, :, :200], ref_cache.keys[-1][:, :, :200], atol=1e-5, rtol=1e-5)
 
 
+def test_both_prefetch_hints_compute_the_same_and_calibration_keeps_one():
+    from aigc_code.native import step as native_step
+
+    native, _ = _pair(_model("qwen2"))
+    ids = torch.randint(0, TINY["vocab_size"], (1, 12))
+    results = {}
+    for hint in (native_step.STREAM, native_step.CACHED):
+        native.native._timings = None  # calibration off: this hint for every step
+        native.native.model.stream = hint
+        results[hint] = _feed(native, ids, [4] + [1] * 8)[0]
+    for a, b in zip(results[native_step.STREAM], results[native_step.CACHED], strict=True):
+        assert torch.equal(a, b)  # a prefetch hint changes where data is cached, never the arithmetic
+
+    fresh = FastLM(_model("llama"))
+    hints = []
+    with torch.inference_mode():
+        cache = fresh.new_cache()
+        fresh(input_ids=ids[:, :3], cache=cache)  # a 3-token feed is not timed
+        assert fresh.native._timings == []
+        for _ in range(len(native_step.CALIBRATION) * native_step.BLOCK_STEPS):
+            fresh(input_ids=ids[:, :1], cache=cache)
+            hints.append(fresh.native.model.stream)
+    assert hints[:-1] == [h for h in native_step.CALIBRATION for _ in range(native_step.BLOCK_STEPS)][:-1]
+    assert fresh.native._timings is None and fresh.native.prefetch in ("stream", "cached")
+
+
 def test_batched_and_long_feeds_use_the_torch_step():
     native, torch_step = _pair(_model("llama"))
     ids = torch.randint(0, TINY["vocab_size"], (1, 12))

@@ -5,18 +5,27 @@ FastLM built for the native step keeps its matrices row-major, see `FastLM.row_m
 called with a StaticCache, whose key/value rows it writes in place. One call at a time per
 NativeStep (its scratch buffer is shared, and ctypes releases the GIL during the call): the
 engine's lock sees to that. `unsupported_reason(fast)` says when it cannot run (not fp32, not CPU,
-int8).
+int8). Its first one-token steps calibrate decode.c's prefetch hint (`prefetch`: "stream" or "cached").
 """
 
 from __future__ import annotations
 
 import ctypes
+import statistics
+import time
 
 import torch
 
 from aigc_code.native.build import load_library
 
 MAX_TOKENS = 16  # a step, or a step plus prompt-lookup drafts; longer feeds (prefill) go to torch's GEMMs
+STREAM, CACHED = 1, 0  # decode.c's `stream` values: non-temporal prefetch, or prefetch into L2
+# Which hint is faster depends on the CPU's caches (2.5x either way on two machines), so the first one-token
+# steps are timed in blocks of one hint each, and the faster hint is kept for good. Blocks, not alternate
+# steps: a step leaves the weights where its hint put them, which skews the next step's timing (measured:
+# alternating picked the slower hint), so each block's first steps are not counted.
+CALIBRATION = (STREAM, CACHED, STREAM, CACHED)
+BLOCK_STEPS, SETTLE_STEPS = 8, 3
 MATRICES = ("qkv", "o", "gate_up", "down")
 LAYER_FIELDS = ("norm1", "qkv", "qkv_bias", "q_norm", "k_norm", "o", "o_bias", "norm2", "gate_up", "down")
 
@@ -29,6 +38,7 @@ class _Model(ctypes.Structure):
     _fields_ = [
         *[(name, ctypes.c_int32) for name in ("layers", "hidden", "heads", "kv_heads", "head_dim", "inter", "vocab")],
         ("cache_rows", ctypes.c_int32),
+        ("stream", ctypes.c_int32),
         ("eps", ctypes.c_float),
         ("scale", ctypes.c_float),
         *[(name, ctypes.c_void_p) for name in ("embed", "final_norm", "head", "head_bias", "cos", "sin")],
@@ -68,7 +78,7 @@ class NativeStep:
         self.layers = (_Layer * len(fast.layers))(*[self._layer(layer) for layer in fast.layers])
         self.model = _Model(
             len(fast.layers), fast.embed.shape[1], fast.heads, fast.kv_heads, fast.head_dim,
-            fast.layers[0].down.shape[0], fast.vocab, fast.cache_rows, fast.eps,
+            fast.layers[0].down.shape[0], fast.vocab, fast.cache_rows, STREAM, fast.eps,
             fast.head_dim**-0.5, _ptr(fast.embed), _ptr(fast.final_norm), _ptr(head), _ptr(bias),
             _ptr(fast.cos), _ptr(fast.sin), self.layers,
         )  # fmt: skip
@@ -82,6 +92,28 @@ class NativeStep:
         lib.aigc_work_floats.argtypes = [ctypes.POINTER(_Model), ctypes.c_int32]
         self.scratch = torch.empty(lib.aigc_work_floats(ctypes.byref(self.model), MAX_TOKENS), dtype=torch.float32)
         self._model_ref = ctypes.byref(self.model)
+        self._timings: list[tuple[int, float]] | None = []  # (hint, seconds) while calibrating, then None
+
+    @property
+    def prefetch(self) -> str:
+        """The prefetch hint in use: "stream" or "cached" (the faster of the two once calibrated)."""
+        return "stream" if self.model.stream == STREAM else "cached"
+
+    def _calibrating_hint(self, count: int) -> int | None:
+        """The hint to time this call with, while calibrating one-token steps (None: not timed)."""
+        if self._timings is None or count != 1:
+            return None
+        hint = CALIBRATION[len(self._timings) // BLOCK_STEPS]
+        self.model.stream = hint
+        return hint
+
+    def _record(self, hint: int, seconds: float) -> None:
+        self._timings.append((hint, seconds))
+        if len(self._timings) < len(CALIBRATION) * BLOCK_STEPS:
+            return
+        settled = [(h, s) for i, (h, s) in enumerate(self._timings) if i % BLOCK_STEPS >= SETTLE_STEPS]
+        self.model.stream = min((STREAM, CACHED), key=lambda h: statistics.median(s for k, s in settled if k == h))
+        self._timings = None
 
     def _layer(self, layer) -> _Layer:
         """FastLM keeps matrices as [in, out] views of row-major [out, in] storage (`FastLM.row_major`)."""
@@ -111,8 +143,12 @@ class NativeStep:
             ids = ids.to(torch.long).contiguous()
         keys, values = self._cache_pointers(cache)
         logits = torch.empty((1, keep, self.vocab), dtype=torch.float32)
+        hint = self._calibrating_hint(count)
+        started = time.perf_counter()
         rc = self._forward(self._model_ref, keys, values, ids.data_ptr(), count, cache.length, keep,
                            logits.data_ptr(), self.scratch.data_ptr())  # fmt: skip
+        if hint is not None and rc == 0:
+            self._record(hint, time.perf_counter() - started)
         if rc != 0:
             raise ValueError(f"native decode step refused its input (code {rc})")
         return logits
