@@ -73,9 +73,28 @@ def test_incremental_edits_match_a_fresh_parse():
         doc.reparse()
         assert doc.text == expected
         assert str(doc.tree.root_node) == str(parser.parse(expected.encode()).root_node)
+        assert doc.line_starts() == Document("file:///w/u.py", "python", 1, expected).line_starts()
     doc.apply_change("y = 2\n", None)  # a full-text change
     doc.reparse()
     assert doc.text == "y = 2\n" and str(doc.tree.root_node) == str(parser.parse(b"y = 2\n").root_node)
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_line_starts_after_keystrokes_equal_a_fresh_count(eol):
+    """Edits within a line shift the cached line starts; any edit with a line break recounts them."""
+    rng = random.Random(11)
+    doc = Document("file:///w/k.py", "python", 1, eol.join(f"line {i} = {i} * 2" for i in range(40)) + eol)
+    pieces = ["x", "ab", "", "é😀", "\n", "\r\n", "\r"]
+    for version in range(2, 200):
+        doc.line_starts()  # cached before each edit, as a completion request leaves it
+        a = rng.randrange(len(doc.text) + 1)
+        b = min(len(doc.text), a + rng.choice([0, 0, 1, 3, 12]))
+        (l1, c1), (l2, c2) = doc.position_at(a), doc.position_at(b)
+        new = rng.choice(pieces) if version % 5 == 0 else rng.choice(pieces[:4])
+        doc.apply_change(new, rng_range(l1, c1, l2, c2))
+        fresh = Document("file:///w/f.py", "python", 1, doc.text)
+        assert doc.line_starts() == fresh.line_starts()
+        assert doc.position_at(a) == fresh.position_at(a)
 
 
 def test_snapshot_is_isolated_from_later_edits():
