@@ -17,18 +17,28 @@ class TokenCounter(Protocol):
     def truncate_right(self, text: str, max_tokens: int) -> str: ...
 
 
-_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one memo per counter, gone with it
+_MEMOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one memo per counter, gone with it
+
+
+def _memo(tokens: TokenCounter):
+    """A per-counter memo of its methods' results. The prompt builder counts and cuts the same lines
+    and sections on every keystroke (a real tokenizer costs ~0.4 us a character); the memo holds the
+    counter weakly, so a backend the server replaces (and its model) is freed."""
+    memo = _MEMOS.get(tokens)
+    if memo is None:
+        ref = weakref.ref(tokens)
+        memo = _MEMOS[tokens] = lru_cache(maxsize=16384)(lambda method, *args: getattr(ref(), method)(*args))
+    return memo
 
 
 def count_cached(tokens: TokenCounter, text: str) -> int:
-    """`tokens.count_tokens(text)`, memoized: the prompt builder counts the same lines and sections
-    on every keystroke (a real tokenizer costs ~0.4 us a character). The memo holds the counter
-    weakly, so a backend the server replaces (and its model) is freed."""
-    count = _COUNTS.get(tokens)
-    if count is None:
-        ref = weakref.ref(tokens)
-        count = _COUNTS[tokens] = lru_cache(maxsize=16384)(lambda t: ref().count_tokens(t))
-    return count(text)
+    """`tokens.count_tokens(text)`, memoized."""
+    return _memo(tokens)("count_tokens", text)
+
+
+def truncate_right_cached(tokens: TokenCounter, text: str, max_tokens: int) -> str:
+    """`tokens.truncate_right(text, max_tokens)`, memoized (e.g. the same imports cut on every keystroke)."""
+    return _memo(tokens)("truncate_right", text, max_tokens)
 
 
 class ApproxTokens:

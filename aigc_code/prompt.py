@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aigc_code.budget import ApproxTokens, Budget, TokenCounter, count_cached
+from aigc_code.budget import ApproxTokens, Budget, TokenCounter, count_cached, truncate_right_cached
 from aigc_code.languages import comment_line
 from aigc_code.outline import Chunk, Definition, FileIndex, index_file
 from aigc_code.scope import enclosing_function, scope_text
@@ -130,7 +130,7 @@ def _import_section(doc: SourceFile, own: FileIndex, visible_start: int, room: _
     body = "\n".join(imports)
     cap = max(budget.context_tokens // 4, 1)
     if count_cached(room.tokens, body) > cap:
-        body = room.tokens.truncate_right(body, cap)
+        body = truncate_right_cached(room.tokens, body, cap)
         body = body[: body.rfind("\n")] if "\n" in body else ""
     if not body.strip():
         return []
