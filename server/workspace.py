@@ -100,8 +100,11 @@ class WorkspaceWatch:
         self.index.buffer(path, text)
         if self._quiet is not None:
             self._quiet.cancel()
-        loop = asyncio.get_running_loop()
-        self._quiet = loop.call_later(QUIET_S, loop.run_in_executor, None, self.index.flush)
+        self._quiet = asyncio.get_running_loop().call_later(QUIET_S, self._flush_in_background)
+
+    def _flush_in_background(self) -> None:
+        future = asyncio.get_running_loop().run_in_executor(None, self.index.flush)
+        future.add_done_callback(_log_flush_failure)
 
     def disk(self, uri: str) -> None:
         path = local_path(uri)
@@ -125,3 +128,9 @@ class WorkspaceWatch:
         if self.report:
             out.update({k: v for k, v in self.report.items() if k in ("files", "skipped", "seconds", "bytes")})
         return out
+
+
+def _log_flush_failure(future: asyncio.Future) -> None:
+    """A failed re-index of open buffers is logged (the server and the index carry on)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("re-indexing open buffers failed: %s", future.exception())
