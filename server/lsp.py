@@ -551,7 +551,8 @@ async def _inline_completion(ls: AigcServer, params: types.InlineCompletionParam
 
 def _line_after_cursor(ls: AigcServer, uri: str, position: types.Position) -> str:
     doc, index = ls.cursor(uri, position)
-    return doc.text[index:].split("\n", 1)[0].rstrip("\r")
+    end = doc.text.find("\n", index)
+    return doc.text[index : end if end >= 0 else len(doc.text)].rstrip("\r")
 
 
 def _replace_range(position: types.Position, after_cursor: str, text: str) -> types.Range:
