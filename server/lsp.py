@@ -59,8 +59,9 @@ LAST_TIMING = "aigcCode/lastTiming"
 STATUS = "aigcCode/status"
 UNAUTHORIZED = -32001
 MAX_CONTEXT_DOCUMENTS = 10
+# Documents are tracked by our DocumentStore (incremental tree-sitter parses), not by pygls' workspace.
 # Document sync arrives on every keystroke and its handlers are plain functions: they are called
-# directly, without pygls' handler machinery (a forwarding generator, a uuid and two Futures for each:
+# directly (never reaching pygls' built-in sync handlers), without pygls' handler machinery (a forwarding generator, a uuid and two Futures for each:
 # ~0.1 ms a keystroke, on the path of the request that follows it).
 DOCUMENT_SYNC = frozenset({types.TEXT_DOCUMENT_DID_OPEN, types.TEXT_DOCUMENT_DID_CHANGE, types.TEXT_DOCUMENT_DID_CLOSE})
 
@@ -150,23 +151,6 @@ class AigcProtocol(LanguageServerProtocol):
             res = self.writer.close()
             if asyncio.iscoroutine(res):
                 asyncio.ensure_future(res)
-
-    # Documents are tracked by our DocumentStore (with incremental tree-sitter parses), not by
-    # pygls' workspace: these only forward to the user handlers.
-    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params):
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
-            yield handler, (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params):
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
-            yield handler, (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params):
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
-            yield handler, (params,), None
 
 
 class AigcServer(LanguageServer):
