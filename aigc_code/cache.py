@@ -31,6 +31,8 @@ class SuggestionCache:
         self.tail = tail
         self.head = head
         self._entries: OrderedDict[tuple[str, int, int], Entry] = OrderedDict()
+        # the same keys by (language, suffix head): a lookup scans only entries that can match
+        self._by_head: dict[tuple[str, str], dict[tuple[str, int, int], Entry]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -41,6 +43,7 @@ class SuggestionCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._by_head.clear()
 
     def put(self, language: str, prefix: str, suffix: str, suggestions: list[str]) -> None:
         if self.capacity <= 0:
@@ -48,10 +51,21 @@ class SuggestionCache:
         entry = Entry(language, len(prefix), prefix[-self.tail :], suffix[: self.head], list(suggestions))
         key = (language, len(prefix), hash((entry.prefix_tail, entry.suffix_head)))
         with self._lock:
+            replaced = self._entries.pop(key, None)
+            if replaced is not None:
+                self._forget(key, replaced)
             self._entries[key] = entry
-            self._entries.move_to_end(key)
+            self._by_head.setdefault((language, entry.suffix_head), {})[key] = entry  # last = most recent
             while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                old_key, old = self._entries.popitem(last=False)
+                self._forget(old_key, old)
+
+    def _forget(self, key: tuple[str, int, int], entry: Entry) -> None:
+        group = self._by_head.get((entry.language, entry.suffix_head))
+        if group is not None:
+            group.pop(key, None)
+            if not group:
+                del self._by_head[(entry.language, entry.suffix_head)]
 
     def get(self, language: str, prefix: str, suffix: str) -> list[str] | None:
         """Suggestions (remainders after what was typed) for this cursor, or None on a miss.
@@ -61,9 +75,10 @@ class SuggestionCache:
         head = suffix[: self.head]
         n = len(prefix)
         with self._lock:
-            for key in reversed(self._entries):
-                entry = self._entries[key]
-                if entry.language != language or entry.prefix_len > n or entry.suffix_head != head:
+            group = self._by_head.get((language, head), {})
+            for key in reversed(group):
+                entry = group[key]
+                if entry.prefix_len > n:
                     continue
                 typed = prefix[entry.prefix_len :]
                 if typed and not any(len(s) > len(typed) and s.startswith(typed) for s in entry.suggestions):
@@ -72,6 +87,8 @@ class SuggestionCache:
                 if prefix[start : entry.prefix_len] != entry.prefix_tail:
                     continue
                 self._entries.move_to_end(key)
+                del group[key]
+                group[key] = entry
                 self.hits += 1
                 if not typed:
                     return list(entry.suggestions)

@@ -8,6 +8,7 @@ overlap with the cursor's surroundings, each tagged with its path in a comment.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -48,24 +49,53 @@ class Prompt:
 def prefix_window(text: str, tokens: TokenCounter, max_tokens: int) -> str:
     """The end of `text` within `max_tokens`, starting at a line boundary when cut.
 
-    Counted a line at a time with memoized counts, so a keystroke costs the count of the line
-    it changed, not of the whole window."""
+    Lines are considered within the last `max_tokens * 8` characters (a partial first line
+    there is dropped). The lines above the cursor's are costed once per text above it
+    (`_costs_above`), so a keystroke on the cursor's line costs the count of that line only."""
     if max_tokens <= 0:
         return ""
-    rough = text[-max_tokens * 8 :]
-    lines = rough.split("\n")
-    last = len(lines) - 1
-    total, start = 0, len(lines)
-    for i in range(last, -1, -1):
-        cost = count_cached(tokens, lines[i] if i == last else lines[i] + "\n")
-        if total + cost > max_tokens:
+    window_start = len(text) - max_tokens * 8  # a line must start after this (unless it starts the text)
+    line_start = text.rfind("\n") + 1
+    if 0 < window_start and line_start <= window_start:  # the cursor's line is longer than the window
+        tail = text[window_start:]
+        return tokens.truncate_left(tail, max_tokens) if count_cached(tokens, tail) > max_tokens else ""
+    cursor_line = text[line_start:]
+    left = max_tokens - count_cached(tokens, cursor_line)
+    if left < 0:  # the cursor's own line alone is over the budget
+        return tokens.truncate_left(cursor_line, max_tokens)
+    start = line_start
+    for cost, begin in _costs_above(tokens, text[:line_start], max_tokens):
+        if cost > left or (begin <= window_start and window_start > 0):
             break
-        total, start = total + cost, i
-    if start == len(lines):  # the cursor's own line alone is over the budget
-        return tokens.truncate_left(lines[last], max_tokens)
-    if start == 0 and len(rough) < len(text):
-        start = 1  # the rough cut's first line is partial
-    return "\n".join(lines[start:])
+        left -= cost
+        start = begin
+    return text[start:]
+
+
+_ABOVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # counter -> (text above, budget, costs)
+
+
+def _costs_above(tokens: TokenCounter, above: str, max_tokens: int) -> list[tuple[int, int]]:
+    """(tokens, start index) of the lines of `above` (which ends at a line break), bottom up,
+    until `max_tokens` is spent; remembered for the last `above` of each counter."""
+    try:
+        memo = _ABOVE.get(tokens)
+    except TypeError:  # a counter that cannot be weakly referenced: no memo
+        memo = None
+    if memo is not None and memo[1] == max_tokens and memo[0] == above:
+        return memo[2]
+    out: list[tuple[int, int]] = []
+    total, end = 0, len(above)
+    while end > 0 and total <= max_tokens:
+        begin = above.rfind("\n", 0, end - 1) + 1
+        cost = count_cached(tokens, above[begin:end])
+        out.append((cost, begin))
+        total, end = total + cost, begin
+    try:
+        _ABOVE[tokens] = (above, max_tokens, out)
+    except TypeError:
+        pass
+    return out
 
 
 def suffix_window(text: str, tokens: TokenCounter, max_tokens: int) -> str:

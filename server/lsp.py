@@ -35,18 +35,18 @@ from pygls.exceptions import (
     JsonRpcInternalError,
     JsonRpcInvalidParams,
 )
-from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
 from aigc_code import __version__
 from aigc_code.backends import CancellationToken
-from aigc_code.brackets import replaced_after_cursor
 from aigc_code.cache import SuggestionCache
 from aigc_code.errors import AigcCodeError
 from aigc_code.pipeline import CompletionOutcome, CompletionPipeline, CompletionRequest, Timing
 
+from . import answer
+from .answer import FrameWriter, Pending
 from .backend import BackendHolder
 from .documents import UTF16, DocumentStore, PositionError, UnknownDocument, display_path
 from .settings import SECTION, Settings, merge, section
@@ -64,6 +64,8 @@ MAX_CONTEXT_DOCUMENTS = 10
 # directly (never reaching pygls' built-in sync handlers), without pygls' handler machinery (a forwarding generator, a uuid and two Futures for each:
 # ~0.1 ms a keystroke, on the path of the request that follows it).
 DOCUMENT_SYNC = frozenset({types.TEXT_DOCUMENT_DID_OPEN, types.TEXT_DOCUMENT_DID_CHANGE, types.TEXT_DOCUMENT_DID_CLOSE})
+# Completion requests: checked on the loop, then run, rendered and answered by the worker (answer.py).
+ANSWERED_BY_WORKER = frozenset({types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION})
 
 
 class _Malformed:
@@ -121,6 +123,8 @@ class AigcProtocol(LanguageServerProtocol):
             return
         if method is None or self._shutdown or message.jsonrpc != "2.0":
             super().handle_message(message)  # responses, and pygls' own refusals
+        elif method in ANSWERED_BY_WORKER and hasattr(message, "id"):
+            self._server.answer_in_worker(message.id, method, message.params)
         elif hasattr(message, "id"):
             # what pygls does, without its runtime-Protocol isinstance checks (~40 us each, two a message)
             contextvars.copy_context().run(self._handle_request, message.id, method, message.params)
@@ -138,6 +142,13 @@ class AigcProtocol(LanguageServerProtocol):
         except Exception as error:  # as pygls reports a failed notification handler
             log.exception("failed to handle %s", method)
             self._server._report_server_error(error, FeatureNotificationError)
+
+    def _handle_cancel_notification(self, msg_id) -> None:
+        pending = self._server.pending.pop(msg_id, None)
+        if pending is None:
+            super()._handle_cancel_notification(msg_id)
+        else:
+            pending.cancel()  # the worker stops the model at its next token and answers RequestCancelled
 
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args):
@@ -175,7 +186,9 @@ class AigcServer(LanguageServer):
         self.pipeline = CompletionPipeline(self.backends.get, self.cache)
         self.repository = WorkspaceWatch()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigc-generate")
-        self.inflight: dict[str, CancellationToken] = {}
+        self.inflight: dict[str, CancellationToken] = {}  # uri -> the running request's token
+        self.pending: dict[Any, Pending] = {}  # request id -> a request the worker will answer
+        self._inflight_lock = threading.Lock()
         self._last_timing: tuple[str, int, Timing] | None = None  # (uri, version, timing) of the last completion
         self.backend_status = "not loaded"
         self._reported: set[str] = set()  # backend errors already sent to the client's log
@@ -187,7 +200,7 @@ class AigcServer(LanguageServer):
     def start_io(self, stdin=None, stdout=None) -> None:
         self._stop_event = threading.Event()
         stdin, stdout = stdin or sys.stdin.buffer, stdout or sys.stdout.buffer
-        self.protocol.set_writer(StdoutWriter(stdout))
+        self.protocol.set_writer(FrameWriter(stdout))
 
         async def serve() -> None:
             reader = await stdin_reader(stdin, stdout, self.thread_pool)
@@ -317,71 +330,160 @@ class AigcServer(LanguageServer):
         uri, version, timing = self._last_timing
         return {"uri": uri, "version": version, **timing.as_dict()}
 
-    async def complete(self, uri: str, position: types.Position, invoked: bool = False) -> CompletionOutcome | None:
+    # -- completion requests: checked here on the loop, answered by the worker ------------------
+    def answer_in_worker(self, msg_id: Any, method: str, params) -> None:
+        """Check the cursor, register the request, and hand it to the worker (after the debounce)."""
         received = time.perf_counter()
-        doc, index = self.cursor(uri, position)
+        uri = params.text_document.uri
+        try:
+            doc, _ = self.cursor(uri, params.position)
+        except JsonRpcException as exc:
+            self.send_payload(answer.error_response(msg_id, exc.code, exc.message))
+            return
         settings = self.settings
         if doc.language is None or doc.language not in settings.enabled_languages:
-            return None
+            self.send_payload(answer.response(msg_id, self._render(method, params, None, None)))
+            return
         token = CancellationToken()
-        previous = self.inflight.get(uri)
-        if previous is not None:
-            previous.cancel()  # a newer request for the same document supersedes it
-        self.inflight[uri] = token
-        loop = asyncio.get_running_loop()
+        with self._inflight_lock:
+            previous = self.inflight.get(uri)
+            if previous is not None:
+                previous.cancel()  # a newer request for the same document supersedes it
+            self.inflight[uri] = token
+        pending = self.pending[msg_id] = Pending(msg_id, method, params, token, received)
+        if settings.debounce_ms:
+            asyncio.get_running_loop().call_later(settings.debounce_ms / 1000, self._submit, pending)
+        else:
+            self._submit(pending)
+
+    def _submit(self, pending: Pending) -> None:
+        """Snapshot the documents (on the loop) and queue the generation."""
+        if pending.token.cancelled:  # overtaken by typing during the debounce, or cancelled
+            self._finish(pending, None, None)
+            return
         try:
-            if settings.debounce_ms:
-                await asyncio.sleep(settings.debounce_ms / 1000)
-                if token.cancelled:
-                    return None
-                doc, index = self.cursor(uri, position)
-            others = [
-                (d.snapshot(), display_path(d.uri, self.roots))
-                for d in self.documents.recent(exclude=uri, limit=MAX_CONTEXT_DOCUMENTS)
-                if d.language is not None
-            ]
-            request = CompletionRequest(
-                doc=doc.snapshot(),
-                path=display_path(uri, self.roots),
-                cursor=index,
-                settings=settings,
-                others=others,
-                invoked=invoked,
-                file_path=local_path(uri),
+            doc, index = self.cursor(pending.uri, pending.params.position)
+        except JsonRpcException as exc:  # the document was closed during the debounce
+            self._release(pending)
+            self.send_payload(answer.error_response(pending.msg_id, exc.code, exc.message))
+            return
+        others = [
+            (d.snapshot(), display_path(d.uri, self.roots))
+            for d in self.documents.recent(exclude=pending.uri, limit=MAX_CONTEXT_DOCUMENTS)
+            if d.language is not None
+        ]
+        request = CompletionRequest(
+            doc=doc.snapshot(),
+            path=display_path(pending.uri, self.roots),
+            cursor=index,
+            settings=self.settings,
+            others=others,
+            invoked=_invoked(pending.method, pending.params),
+            file_path=local_path(pending.uri),
+        )
+        try:
+            self.executor.submit(self._answer, pending, request, time.perf_counter())
+        except RuntimeError:  # the executor is shut down: the session is ending
+            self._release(pending)
+            self.send_payload(answer.cancelled_response(pending.msg_id))
+
+    def _answer(self, pending: Pending, request: CompletionRequest, queued: float) -> None:
+        """In the worker: generate, render and send the response."""
+        try:
+            outcome = self._generate(request, pending.token, pending.received, queued)
+        except JsonRpcException as exc:
+            self._release(pending)
+            self.send_payload(answer.error_response(pending.msg_id, exc.code, exc.message))
+            return
+        except Exception as exc:  # a bug must still answer the request, and not end the worker
+            log.exception("completion failed")
+            self._release(pending)
+            self.send_payload(
+                answer.error_response(pending.msg_id, JsonRpcInternalError.CODE, f"Internal error: {exc!r}")
             )
-            outcome = await loop.run_in_executor(self.executor, self.pipeline.run, request, token, time.perf_counter())
-        except asyncio.CancelledError:
-            token.cancel()  # $/cancelRequest or shutdown: stop the model at its next token
-            raise
+            return
+        self._finish(pending, request, outcome)
+
+    def _finish(self, pending: Pending, request: CompletionRequest | None, outcome: CompletionOutcome | None) -> None:
+        self._release(pending)
+        if pending.cancelled:
+            self.send_payload(answer.cancelled_response(pending.msg_id))
+        else:
+            result = self._render(pending.method, pending.params, request, outcome)
+            self.send_payload(answer.response(pending.msg_id, result))
+
+    def _render(self, method: str, params, request: CompletionRequest | None, outcome: CompletionOutcome | None):
+        if method == types.TEXT_DOCUMENT_INLINE_COMPLETION:
+            return answer.inline_result(request, outcome, params.position)
+        result = answer.completion_list(request, outcome, params.position, self.client_capabilities, SECTION)
+        return self.protocol._converter.unstructure(result)
+
+    def _release(self, pending: Pending) -> None:
+        with self._inflight_lock:
+            if self.inflight.get(pending.uri) is pending.token:
+                del self.inflight[pending.uri]
+        if self.pending.get(pending.msg_id) is pending:
+            self.pending.pop(pending.msg_id, None)
+
+    def cancel_all(self) -> None:
+        """Shutdown or a closed connection: stop every generation; pending requests answer RequestCancelled."""
+        for pending in list(self.pending.values()):
+            pending.cancel()
+        with self._inflight_lock:
+            for token in self.inflight.values():
+                token.cancel()
+            self.inflight.clear()
+
+    def send_payload(self, payload: dict) -> None:
+        """Write a JSON-RPC message from any thread: a stdio frame at once (`FrameWriter`), any
+        other transport on the loop."""
+        if isinstance(self.protocol.writer, FrameWriter) or self._loop is None:
+            self.protocol._send_data(payload)
+        else:
+            self._loop.call_soon_threadsafe(self.protocol._send_data, payload)
+
+    def _generate(
+        self, request: CompletionRequest, token: CancellationToken, received: float, queued: float
+    ) -> CompletionOutcome | None:
+        """The pipeline, in the worker; None when the document changed meanwhile (never answer
+        with a stale suggestion). Backend errors become an error response, reported once."""
+        try:
+            outcome = self.pipeline.run(request, token, queued)
         except AigcCodeError as exc:
             message = str(exc)
             if message not in self._reported:
                 self._reported.add(message)
                 self.log_to_client(logging.ERROR, message)
             raise JsonRpcInternalError(message) from None
-        finally:
-            if self.inflight.get(uri) is token:
-                del self.inflight[uri]
         if outcome.timing.model_ms:
             self._backend_answered()
+        uri = request.doc.uri
         current = self.documents.get(uri) if uri in self.documents else None
-        if current is None or current.version != doc.version:
-            return None  # edited (or closed) while generating: never answer with a stale suggestion
+        if current is None or current.version != request.doc.version:
+            return None
         outcome.timing.total_ms = (time.perf_counter() - received) * 1000
-        self._last_timing = (uri, doc.version, outcome.timing)  # made a dict when asked for, not on this path
-        t = outcome.timing
-        log.debug(
-            "completion %s:%d:%d mode=%s cache=%s total=%.1fms model=%.1fms suggestions=%d",
-            uri,
-            position.line,
-            position.character,
-            t.mode,
-            t.cache_hit,
-            t.total_ms,
-            t.model_ms,
-            t.suggestions,
-        )
+        self._last_timing = (uri, request.doc.version, outcome.timing)  # made a dict when asked for, not on this path
+        if log.isEnabledFor(logging.DEBUG):
+            t = outcome.timing
+            log.debug(
+                "completion %s:%d mode=%s cache=%s total=%.1fms model=%.1fms suggestions=%d",
+                uri,
+                request.cursor,
+                t.mode,
+                t.cache_hit,
+                t.total_ms,
+                t.model_ms,
+                t.suggestions,
+            )
         return outcome
+
+
+def _invoked(method: str, params) -> bool:
+    """An explicit request (not an automatic trigger while typing)?"""
+    context = params.context
+    if method == types.TEXT_DOCUMENT_INLINE_COMPLETION:
+        return context is not None and context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    return context is None or context.trigger_kind == types.CompletionTriggerKind.Invoked
 
 
 def _warm_up(backend) -> None:
@@ -481,7 +583,8 @@ def _did_change(ls: AigcServer, params: types.DidChangeTextDocumentParams) -> No
 
 def _did_close(ls: AigcServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
-    token = ls.inflight.pop(uri, None)
+    with ls._inflight_lock:
+        token = ls.inflight.pop(uri, None)
     if token is not None:
         token.cancel()
     ls.documents.close(uri)
@@ -519,68 +622,10 @@ async def _did_change_configuration(ls: AigcServer, params: types.DidChangeConfi
     ls.log_to_client(logging.INFO, "settings updated")
 
 
-async def _inline_completion(ls: AigcServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
-    invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-    outcome = await ls.complete(params.text_document.uri, params.position, invoked)
-    if outcome is None or not outcome.suggestions:
-        return types.InlineCompletionList(items=[])
-    after = _line_after_cursor(ls, params.text_document.uri, params.position)
-    return types.InlineCompletionList(
-        items=[
-            types.InlineCompletionItem(insert_text=s.text, range=_replace_range(params.position, after, s.text))
-            for s in outcome.suggestions
-        ]
-    )
-
-
-def _line_after_cursor(ls: AigcServer, uri: str, position: types.Position) -> str:
-    doc, index = ls.cursor(uri, position)
-    end = doc.text.find("\n", index)
-    return doc.text[index : end if end >= 0 else len(doc.text)].rstrip("\r")
-
-
-def _replace_range(position: types.Position, after_cursor: str, text: str) -> types.Range:
-    """The cursor, extended over the auto-closed brackets/quotes the suggestion closes itself (ASCII: one unit each)."""
-    end = types.Position(line=position.line, character=position.character + replaced_after_cursor(after_cursor, text))
-    return types.Range(start=position, end=end)
-
-
-def _label(text: str) -> str:
-    line = next((ln.strip() for ln in text.split("\n") if ln.strip()), text.strip())
-    return line if len(line) <= 60 else line[:59] + "…"
-
-
-def _documentation(ls: AigcServer, language: str, text: str) -> types.MarkupContent | str:
-    caps = ls.client_capabilities.text_document
-    item = caps.completion.completion_item if caps is not None and caps.completion is not None else None
-    formats = (item.documentation_format if item is not None else None) or []
-    if types.MarkupKind.Markdown in formats:
-        return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```{language}\n{text}\n```")
-    return text
-
-
-async def _completion(ls: AigcServer, params: types.CompletionParams) -> types.CompletionList:
-    invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-    outcome = await ls.complete(params.text_document.uri, params.position, invoked)
-    if outcome is None or not outcome.suggestions:
-        return types.CompletionList(is_incomplete=True, items=[])
-    best = outcome.suggestions[0]
-    after = _line_after_cursor(ls, params.text_document.uri, params.position)
-    doc = ls.documents.get(params.text_document.uri) if params.text_document.uri in ls.documents else None
-    language = doc.language if doc is not None else ""
-    item = types.CompletionItem(
-        label=_label(best.text),
-        kind=types.CompletionItemKind.Snippet,
-        detail="aigc-code",
-        documentation=_documentation(ls, language, best.text),
-        sort_text="\u0000",
-        filter_text=None,
-        preselect=True,
-        insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=_replace_range(params.position, after, best.text), new_text=best.text),
-        data={SECTION: outcome.timing.as_dict()},
-    )
-    return types.CompletionList(is_incomplete=True, items=[item])
+def _answered_by_worker(ls: AigcServer, params: Any = None) -> None:  # pragma: no cover - never called
+    """Registered so that the capability is announced; `AigcProtocol.handle_message` routes these
+    requests to `AigcServer.answer_in_worker` before pygls would call a handler."""
+    raise JsonRpcInternalError("completion requests are answered by the worker")
 
 
 def _last_timing(ls: AigcServer, params: Any = None) -> dict | None:
@@ -604,9 +649,7 @@ async def _status(ls: AigcServer, params: Any = None) -> dict:
 
 def _shutdown(ls: AigcServer, params: Any = None) -> None:
     ls.repository.stop()
-    for token in list(ls.inflight.values()):
-        token.cancel()
-    ls.inflight.clear()
+    ls.cancel_all()
 
 
 def create_server(
@@ -621,10 +664,10 @@ def create_server(
     server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))(_did_save)
     server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)(_did_change_watched_files)
     server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(_did_change_configuration)
-    server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(_inline_completion)
+    server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(_answered_by_worker)
     server.feature(
         types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "("], resolve_provider=False)
-    )(_completion)
+    )(_answered_by_worker)
     server.feature(LAST_TIMING)(_last_timing)
     server.feature(STATUS)(_status)
     server.feature(types.SHUTDOWN)(_shutdown)
@@ -643,8 +686,7 @@ async def _serve_connection(reader, writer, make_server) -> None:
     finally:
         server.repository.stop()
         server.executor.shutdown(wait=False, cancel_futures=True)
-        for token in list(server.inflight.values()):
-            token.cancel()
+        server.cancel_all()
         if not writer.is_closing():
             writer.close()
         log.info("client %s left", peer)

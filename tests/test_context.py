@@ -205,6 +205,42 @@ def test_windows_cut_at_line_boundaries():
     assert prefix_window(text, tok, 0) == "" and suffix_window(text, tok, 0) == ""
 
 
+def _prefix_window_by_lines(text: str, tokens, max_tokens: int) -> str:
+    """The definition `prefix_window` implements faster: every line of the last `max_tokens * 8`
+    characters counted afresh, bottom up; a partial first line there is dropped."""
+    rough = text[-max_tokens * 8 :]
+    lines = rough.split("\n")
+    total, start = 0, len(lines)
+    for i in range(len(lines) - 1, -1, -1):
+        cost = tokens.count_tokens(lines[i] if i == len(lines) - 1 else lines[i] + "\n")
+        if total + cost > max_tokens:
+            break
+        total, start = total + cost, i
+    if start == len(lines):
+        return tokens.truncate_left(lines[-1], max_tokens)
+    if start == 0 and len(rough) < len(text):
+        start = 1
+    return "\n".join(lines[start:])
+
+
+def test_prefix_window_matches_counting_every_line_while_typing(tiny_engine):
+    import random
+    import sysconfig
+    from pathlib import Path
+
+    rng = random.Random(0)
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:12]
+    texts = [p.read_text(encoding="utf-8") for p in files] + ["x" * 5000, "a\n" * 3000, "é\n\n" * 50, "\n"]
+    for tok in (ApproxTokens(), tiny_engine):  # a character estimate and a real tokenizer
+        for text in texts:
+            for _ in range(20):
+                cut, budget = rng.randint(0, len(text)), rng.choice([1, 3, 15, 100, 512, 2000])
+                typed = text[:cut]
+                for _ in range(3):  # the same text above the cursor again (the memo), one more character typed
+                    assert prefix_window(typed, tok, budget) == _prefix_window_by_lines(typed, tok, budget)
+                    typed += rng.choice("ab( ")
+
+
 def long_module(n: int = 120) -> str:
     body = "".join(f"def helper_{i}(value):\n    return value + {i}\n\n\n" for i in range(n))
     return "import json\nimport os.path\n\n\n" + body

@@ -322,6 +322,11 @@ def test_model_load_failure_is_reported_and_server_stays_up(tmp_path):
         )
         with pytest.raises(JsonRpcInternalError, match="no-such-model does not exist"):
             await client.text_document_inline_completion_async(params)
+        # the worker answers the request itself; the popup comes from the loop, possibly a moment later
+        for _ in range(50):
+            if any("cannot load the model" in m.message for m in client.messages):
+                break
+            await asyncio.sleep(0.02)
         assert any("cannot load the model" in m.message for m in client.messages)  # window/showMessage
         assert any("does not exist" in m.message for m in client.log_messages)
         # Still answering, and a second request gets the same clear error.
