@@ -77,20 +77,27 @@ _ABOVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # counter -> (t
 
 def _costs_above(tokens: TokenCounter, above: str, max_tokens: int) -> list[tuple[int, int]]:
     """(tokens, start index) of the lines of `above` (which ends at a line break), bottom up,
-    until `max_tokens` is spent; remembered for the last `above` of each counter."""
+    until `max_tokens` is spent. Remembered for the last `above` of each counter: the same text
+    again (a keystroke on the cursor's line) costs nothing, and one that extends it (Enter, an
+    accepted suggestion) costs only its new lines."""
     try:
         memo = _ABOVE.get(tokens)
     except TypeError:  # a counter that cannot be weakly referenced: no memo
         memo = None
-    if memo is not None and memo[1] == max_tokens and memo[0] == above:
-        return memo[2]
+    old, old_costs = ("", []) if memo is None or memo[1] != max_tokens else (memo[0], memo[2])
+    if old and len(old) == len(above) and old == above:
+        return old_costs
+    if not (old and above.startswith(old)):
+        old, old_costs = "", []
     out: list[tuple[int, int]] = []
     total, end = 0, len(above)
-    while end > 0 and total <= max_tokens:
+    while end > len(old) and total <= max_tokens:
         begin = above.rfind("\n", 0, end - 1) + 1
         cost = count_cached(tokens, above[begin:end])
         out.append((cost, begin))
         total, end = total + cost, begin
+    if end == len(old):  # the rest is the remembered text's lines
+        out += old_costs
     try:
         _ABOVE[tokens] = (above, max_tokens, out)
     except TypeError:

@@ -236,9 +236,9 @@ def test_prefix_window_matches_counting_every_line_while_typing(tiny_engine):
             for _ in range(20):
                 cut, budget = rng.randint(0, len(text)), rng.choice([1, 3, 15, 100, 512, 2000])
                 typed = text[:cut]
-                for _ in range(3):  # the same text above the cursor again (the memo), one more character typed
+                for _ in range(4):  # typing on (the same lines above the cursor) and Enter (one line more)
                     assert prefix_window(typed, tok, budget) == _prefix_window_by_lines(typed, tok, budget)
-                    typed += rng.choice("ab( ")
+                    typed += rng.choice(["a", "b(", " ", "\n", "\n    "])
 
 
 def long_module(n: int = 120) -> str:
