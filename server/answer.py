@@ -110,7 +110,7 @@ def _documentation(capabilities: types.ClientCapabilities, language: str, text: 
 def completion_list(
     request: CompletionRequest | None,
     outcome: CompletionOutcome | None,
-    position: types.Position,
+    position,
     capabilities: types.ClientCapabilities,
     section: str,
 ) -> types.CompletionList:
@@ -119,6 +119,7 @@ def completion_list(
         return types.CompletionList(is_incomplete=True, items=[])
     best = outcome.suggestions[0]
     after = line_after_cursor(request.doc.text, request.cursor)
+    start = types.Position(line=position.line, character=position.character)
     end = types.Position(line=position.line, character=position.character + replaced_after_cursor(after, best.text))
     item = types.CompletionItem(
         label=_label(best.text),
@@ -129,7 +130,7 @@ def completion_list(
         filter_text=None,
         preselect=True,
         insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=types.Range(start=position, end=end), new_text=best.text),
+        text_edit=types.TextEdit(range=types.Range(start=start, end=end), new_text=best.text),
         data={section: outcome.timing.as_dict()},
     )
     return types.CompletionList(is_incomplete=True, items=[item])

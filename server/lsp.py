@@ -49,6 +49,7 @@ from . import answer
 from .answer import FrameWriter, Pending
 from .backend import BackendHolder
 from .documents import UTF16, DocumentStore, PositionError, UnknownDocument, display_path
+from .keystroke import read_keystroke_message
 from .settings import SECTION, Settings, merge, section
 from .transport import MAX_HEADER_LINE, run_framed, stdin_reader
 from .workspace import WorkspaceWatch, client_can_watch, local_path, watcher_registration
@@ -86,6 +87,9 @@ class AigcProtocol(LanguageServerProtocol):
     _server: AigcServer
 
     def structure_message(self, data: dict[str, Any]):
+        keystroke = read_keystroke_message(data)  # didChange and completion requests: no cattrs
+        if keystroke is not None:
+            return keystroke
         try:
             return super().structure_message(data)
         except JsonRpcException as exc:

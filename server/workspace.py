@@ -94,8 +94,10 @@ class WorkspaceWatch:
     def buffer(self, uri: str, text: str) -> None:
         """A buffer's new text (on the event loop): indexed when typing pauses for QUIET_S, or before a
         lookup from another file; not on every keystroke."""
+        if self.index is None:
+            return
         path = local_path(uri)
-        if self.index is None or path is None:
+        if path is None:
             return
         self.index.buffer(path, text)
         if self._quiet is not None:

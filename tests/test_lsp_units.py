@@ -191,3 +191,103 @@ def test_generation_request_per_mode():
     assert single.max_new_tokens == 48 and single.stop == ["\n"] and single.temperature > 0  # n>1 samples
     assert generation_request(s, "multi", []).max_new_tokens == 128
     assert generation_request(Settings(time_budget_ms=250), "multi", []).time_budget_s == 0.25
+
+
+# -- keystroke messages read without cattrs ------------------------------------------------------
+_CHANGE = {
+    "jsonrpc": "2.0",
+    "method": "textDocument/didChange",
+    "params": {
+        "textDocument": {"uri": "file:///w/a.py", "version": 7},
+        "contentChanges": [
+            {"range": {"start": {"line": 3, "character": 4}, "end": {"line": 3, "character": 6}}, "text": "ab"},
+            {"text": "whole\n"},
+        ],
+    },
+}
+_INLINE = {
+    "jsonrpc": "2.0",
+    "id": 12,
+    "method": "textDocument/inlineCompletion",
+    "params": {
+        "context": {"triggerKind": 2},
+        "textDocument": {"uri": "file:///w/a.py"},
+        "position": {"line": 5, "character": 0},
+    },
+}
+_COMPLETION = {
+    "jsonrpc": "2.0",
+    "id": "c-1",
+    "method": "textDocument/completion",
+    "params": {"textDocument": {"uri": "file:///w/a.py"}, "position": {"line": 1, "character": 2}},
+}
+
+
+def _cattrs(data):
+    from pygls.protocol import LanguageServerProtocol, default_converter
+
+    return default_converter().structure(data, LanguageServerProtocol.get_message_type(None, data["method"]))
+
+
+def test_keystroke_messages_read_as_cattrs_reads_them():
+    from aigc_code.server.keystroke import read_keystroke_message
+
+    change, ref = read_keystroke_message(_CHANGE), _cattrs(_CHANGE)
+    assert (change.method, change.params.text_document.uri, change.params.text_document.version) == (
+        ref.method,
+        ref.params.text_document.uri,
+        ref.params.text_document.version,
+    )
+    for fast, slow in zip(change.params.content_changes, ref.params.content_changes, strict=True):
+        assert fast.text == slow.text
+        assert hasattr(fast, "range") == hasattr(slow, "range")
+        if hasattr(slow, "range"):
+            assert (fast.range.start.line, fast.range.start.character, fast.range.end.character) == (
+                slow.range.start.line,
+                slow.range.start.character,
+                slow.range.end.character,
+            )
+    for data in (_INLINE, _COMPLETION):
+        fast, slow = read_keystroke_message(data), _cattrs(data)
+        assert (fast.id, fast.method, fast.params.text_document.uri) == (
+            slow.id,
+            slow.method,
+            slow.params.text_document.uri,
+        )
+        assert (fast.params.position.line, fast.params.position.character) == (
+            slow.params.position.line,
+            slow.params.position.character,
+        )
+        fast_kind = fast.params.context.trigger_kind if fast.params.context else None
+        slow_kind = slow.params.context.trigger_kind if slow.params.context else None
+        assert fast_kind == slow_kind
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("params", "position", "line"), -1),
+        (("params", "position", "character"), "3"),
+        (("params", "position", "line"), True),
+        (("params", "textDocument", "uri"), 5),
+        (("params", "context", "triggerKind"), 3),  # not an InlineCompletionTriggerKind
+        (("params", "context", "selectedCompletionInfo"), {"range": {}, "text": "x"}),
+        (("params",), []),
+        (("jsonrpc",), "1.0"),
+    ],
+)
+def test_keystroke_reader_leaves_anything_unusual_to_cattrs(path, value):
+    import copy
+
+    from aigc_code.server.keystroke import read_keystroke_message
+
+    data = copy.deepcopy(_INLINE)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert read_keystroke_message(data) is None
+    change = copy.deepcopy(_CHANGE)
+    change["params"]["contentChanges"][0]["range"]["start"]["line"] = -2
+    assert read_keystroke_message(change) is None
+    assert read_keystroke_message({**_CHANGE, "id": 3}) is None  # a notification with an id is not one
