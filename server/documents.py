@@ -13,6 +13,7 @@ hand to a worker thread while further edits arrive.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import re
 from collections.abc import Iterable
@@ -73,7 +74,10 @@ def index_to_column(line: str, index: int, encoding: str = UTF16) -> int:
     return sum(_units(ch, encoding) for ch in line[:index])
 
 
+@functools.lru_cache(maxsize=1024)
 def uri_to_path(uri: str) -> str:
+    """The path of a `file:` URI (other URIs unchanged); memoized: every request asks it of the
+    same few URIs."""
     parsed = urlparse(uri)
     return unquote(parsed.path) if parsed.scheme in ("file", "") else uri
 
