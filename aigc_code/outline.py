@@ -147,6 +147,8 @@ def _node_name(node: Node, src: bytes) -> str:
         inner = name.child_by_field_name("name")
         name = inner if inner is not None else name
     text = _text(src, name)
+    if text.isidentifier():  # the common case, without the regex
+        return text
     return re.split(r"[<\[(\s]", text.split("::")[-1], maxsplit=1)[0]
 
 
@@ -197,8 +199,10 @@ def _function_definition(node: Node, src: bytes, syntax: Syntax, start: int, row
     return Definition(name, "function", start, node.end_byte, header, _indent_of(src, node), rows=rows)
 
 
-def _container_definition(node: Node, src: bytes, syntax: Syntax, language: str, start: int, rows) -> Definition | None:
-    """Header + the outlines of its members (+ closer)."""
+def _container_definition(
+    node: Node, src: bytes, syntax: Syntax, language: str, start: int, rows, members=None
+) -> Definition | None:
+    """Header + the outlines of its members (+ closer); `members`: only these (node, start) pairs."""
     body = node.child_by_field_name("body")
     name = _node_name(node, src)
     if body is None or not name:
@@ -209,7 +213,7 @@ def _container_definition(node: Node, src: bytes, syntax: Syntax, language: str,
         header += " {"
         closer = "}" + (";" if language == "cpp" else "")
     defn = Definition(name, "container", start, node.end_byte, header, _indent_of(src, node), closer=closer, rows=rows)
-    for child, child_start in _walk_wrapped(body, syntax):
+    for child, child_start in _walk_wrapped(body, syntax) if members is None else members:
         sub = _definition(child, src, syntax, language, member=True, start=child_start)
         if sub is not None:
             defn.members.append(sub)
@@ -332,6 +336,50 @@ def index_file(
         if defn is not None:
             definitions.append(defn)
     return FileIndex(imports, definitions, lambda: _chunks(tree, text, src, syntax, language, chunk_lines))
+
+
+def named_definitions(
+    tree: Tree | None, language: str, src: bytes, names: set[str]
+) -> tuple[list[tuple[int, int, str]], dict[str, list[tuple[Definition, Definition | None]]]]:
+    """`index_file`'s imports and `FileIndex.by_name()` restricted to `names`, building only the
+    definitions those names refer to. The prompt re-reads the open file on every keystroke and
+    asks for the few names the cursor's scope uses; a container it is inside is otherwise rebuilt
+    with all its members each time. A container is built whole when its own name is asked for,
+    else with the asked-for members only (the outlines the prompt shows are the same)."""
+    syntax = SYNTAX.get(language)
+    if tree is None or syntax is None:
+        return [], {}
+    imports: list[tuple[int, int, str]] = []
+    table: dict[str, list[tuple[Definition, Definition | None]]] = {}
+    for node, start in _walk_wrapped(tree.root_node, syntax):
+        if node.type in syntax.imports:
+            imports.append((node.start_byte, node.end_byte, _text(src, node).rstrip()))
+            continue
+        defn = _named_definition(node, start, src, syntax, language, names)
+        if defn is None:
+            continue
+        if defn.name in names:
+            table.setdefault(defn.name, []).append((defn, None))
+        for m in defn.members:
+            if m.name in names:
+                table.setdefault(m.name, []).append((m, defn))
+    return imports, table
+
+
+def _named_definition(node: Node, start: int, src: bytes, syntax: Syntax, language: str, names: set[str]):
+    """The definition of `node` if it or (for a container) one of its members is named in `names`."""
+    if _node_name(node, src) in names:
+        return _definition(node, src, syntax, language, start=start)
+    if node.type not in syntax.containers or _is_function(node, syntax, language):
+        return None
+    body = node.child_by_field_name("body")
+    if body is None:
+        return None
+    wanted = [(c, s) for c, s in _walk_wrapped(body, syntax) if _node_name(c, src) in names]
+    if not wanted:
+        return None
+    rows = (node.start_point.row, node.end_point.row)
+    return _container_definition(node, src, syntax, language, start, rows, members=wanted)
 
 
 def _line_chunks(text: str, language: str, size: int) -> list[Chunk]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aigc_code.budget import ApproxTokens, Budget, TokenCounter, count_cached, truncate_right_cached
 from aigc_code.languages import comment_line
-from aigc_code.outline import Chunk, Definition, FileIndex, index_file
+from aigc_code.outline import Chunk, Definition, FileIndex, index_file, named_definitions
 from aigc_code.scope import enclosing_function, scope_text
 from aigc_code.snapshot import SourceFile, byte_len
 from aigc_code.syntax import SYNTAX, family, identifiers
@@ -159,9 +159,9 @@ def _default_index() -> Callable[[SourceFile], FileIndex]:
     return index
 
 
-def _import_section(doc: SourceFile, own: FileIndex, visible_start: int, room: _Room, budget: Budget) -> list[Section]:
+def _import_section(doc: SourceFile, own_imports, visible_start: int, room: _Room, budget: Budget) -> list[Section]:
     """The file's imports that the prefix window cut off."""
-    imports = [t for (s, e, t) in own.imports if s < visible_start]
+    imports = [t for (s, e, t) in own_imports if s < visible_start]
     if not imports:
         return []
     body = "\n".join(imports)
@@ -178,12 +178,12 @@ def _import_section(doc: SourceFile, own: FileIndex, visible_start: int, room: _
     return [Section("imports", doc.path, body, c)]
 
 
-def _signature_candidates(doc, own, related, index, used, visible, enclosing):
+def _signature_candidates(doc, own_table, related, index, used, visible, enclosing):
     """(last use in the scope, path, definition, container) for each name the scope uses."""
     last_use = {name: i for i, name in enumerate(used)}
     candidates: list[tuple[int, str, Definition, Definition | None]] = []
     for f in [doc, *related]:
-        table = own.by_name() if f is doc else index(f).by_name()
+        table = own_table if f is doc else index(f).by_name()
         for name, at in last_use.items():
             for defn, parent in table.get(name, ()):
                 if f is doc and (visible[0] <= defn.start and defn.end <= visible[1]):
@@ -326,8 +326,10 @@ def build_prompt(
     offset = byte_len(text[:cursor])
     visible = (offset - byte_len(pre), offset + byte_len(suf))
     room = _Room(tokens, language, budget.context_tokens)
-    own = index(doc)
-    sections = _import_section(doc, own, visible[0], room, budget)
+    used = identifiers(scope_text(doc.tree, src, offset, language), language)
+    # the open file: only the definitions the scope's names refer to (outline.named_definitions)
+    own_imports, own_table = named_definitions(doc.tree, language, src, set(used))
+    sections = _import_section(doc, own_imports, visible[0], room, budget)
     related = [o for o in others if family(o.language) == family(language) and o.path != doc.path]
     if retrieved:  # the repository index's chunks take up to half of what is left
         share = room.left // 2
@@ -335,9 +337,8 @@ def build_prompt(
         sections += _retrieved_sections(retrieved, pre + suf, retrieved_room)
         room.left -= share - retrieved_room.left
 
-    used = identifiers(scope_text(doc.tree, src, offset, language), language)
     enclosing = enclosing_function(doc.tree, offset, language, src)
-    candidates = _signature_candidates(doc, own, related, index, used, visible, enclosing)
+    candidates = _signature_candidates(doc, own_table, related, index, used, visible, enclosing)
     chosen = _choose_signatures(candidates, room, room.left - budget.context_tokens // 4 if related else room.left)
     snippet_sections, snippets = _snippet_sections(related, index, used, room)
     sections += snippet_sections + _signature_sections(chosen, snippets, tokens)

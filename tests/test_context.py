@@ -378,3 +378,44 @@ def test_token_count_memo_frees_a_replaced_counter():
     del tokens
     gc.collect()
     assert ref() is None
+
+
+def _definition_row(defn, parent, names):
+    top = parent or defn
+    only = {n for n in names if any(m.name == n for m in top.members)} if parent is not None else None
+    return (defn.name, defn.kind, defn.start, defn.end, defn.rows, defn.header, top.start, top.rows, top.outline(only=only))
+
+
+@pytest.mark.parametrize("language, pattern", [("python", "*.py"), ("c", "*.h"), ("javascript", "*.js")])
+def test_named_definitions_match_the_full_index(language, pattern):
+    """The open file's definition table built for the scope's names only equals the full index's."""
+    import random
+    import sysconfig
+    from pathlib import Path
+
+    from aigc_code.outline import named_definitions
+    from aigc_code.syntax import identifiers
+
+    roots = {
+        "python": Path(sysconfig.get_paths()["stdlib"]),
+        "c": Path("/usr/include"),
+        "javascript": Path(__file__).resolve().parent.parent / "editors",
+    }
+    files = sorted(p for p in roots[language].rglob(pattern) if "node_modules" not in p.parts)[:25]
+    if not files:
+        pytest.skip(f"no {pattern} files under {roots[language]}")
+    rng = random.Random(1)
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        src = text.encode()
+        tree = ts_parser(language).parse(src)
+        full = index_file(text, tree, language, src)
+        table = full.by_name()
+        vocabulary = sorted(set(table) | set(identifiers(text[:4000], language)))
+        for _ in range(6):
+            names = set(rng.sample(vocabulary, min(len(vocabulary), rng.choice([1, 5, 30]))))
+            imports, named = named_definitions(tree, language, src, names)
+            assert imports == full.imports
+            expected = {n: [_definition_row(d, p, names) for d, p in table[n]] for n in names if n in table}
+            got = {n: [_definition_row(d, p, names) for d, p in rows] for n, rows in named.items()}
+            assert got == expected, path
