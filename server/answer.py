@@ -49,11 +49,21 @@ class Pending:
         self.token = token
         self.received = received  # perf_counter when the request was read
         self.cancelled = False  # by the client, not superseded: the answer is RequestCancelled
+        self._answered = False
+        self._lock = threading.Lock()
 
     def cancel(self) -> bool:
         self.cancelled = True
         self.token.cancel()
         return True
+
+    def claim(self) -> bool:
+        """True once: the caller sends the one answer (the worker's, or a cancellation's at once)."""
+        with self._lock:
+            if self._answered:
+                return False
+            self._answered = True
+            return True
 
 
 def response(msg_id: Any, result: Any) -> dict:

@@ -9,9 +9,11 @@ Notifications
   textDocument/didOpen|didChange|didClose (incremental sync), workspace/didChangeConfiguration,
   $/cancelRequest (stops the generation), shutdown/exit.
 
-Generation runs in one worker thread; handlers only await it, so the server keeps reading
-messages (and cancellations) while the model runs. Every failure inside a handler becomes an
-error response or a `window/logMessage`; none ends the server.
+Generation runs in one worker thread, so the server keeps reading messages (and cancellations)
+while the model runs. A completion request is checked on the event loop (document, position)
+and then run, rendered and answered by the worker itself (answer.py): no hop back to the loop.
+The messages of every keystroke are read without cattrs (keystroke.py). Every failure inside a
+handler becomes an error response or a `window/logMessage`; none ends the server.
 """
 
 from __future__ import annotations
@@ -151,8 +153,9 @@ class AigcProtocol(LanguageServerProtocol):
         pending = self._server.pending.pop(msg_id, None)
         if pending is None:
             super()._handle_cancel_notification(msg_id)
-        else:
-            pending.cancel()  # the worker stops the model at its next token and answers RequestCancelled
+        else:  # answered now, as pygls answers a cancelled handler; the worker stops at its next token
+            pending.cancel()
+            self._server.reply(pending, answer.cancelled_response(msg_id))
 
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args):
@@ -237,7 +240,9 @@ class AigcServer(LanguageServer):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is not None:
+        if loop is not None or isinstance(self.protocol.writer, FrameWriter):
+            # a stdio frame is written whole from any thread: in program order, so a message the
+            # worker logs while answering a request arrives before its answer
             self.window_log_message(params)
         elif self._loop is not None:
             self._loop.call_soon_threadsafe(self.window_log_message, params)
@@ -369,7 +374,7 @@ class AigcServer(LanguageServer):
             doc, index = self.cursor(pending.uri, pending.params.position)
         except JsonRpcException as exc:  # the document was closed during the debounce
             self._release(pending)
-            self.send_payload(answer.error_response(pending.msg_id, exc.code, exc.message))
+            self.reply(pending, answer.error_response(pending.msg_id, exc.code, exc.message))
             return
         others = [
             (d.snapshot(), display_path(d.uri, self.roots))
@@ -389,7 +394,7 @@ class AigcServer(LanguageServer):
             self.executor.submit(self._answer, pending, request, time.perf_counter())
         except RuntimeError:  # the executor is shut down: the session is ending
             self._release(pending)
-            self.send_payload(answer.cancelled_response(pending.msg_id))
+            self.reply(pending, answer.cancelled_response(pending.msg_id))
 
     def _answer(self, pending: Pending, request: CompletionRequest, queued: float) -> None:
         """In the worker: generate, render and send the response."""
@@ -397,13 +402,13 @@ class AigcServer(LanguageServer):
             outcome = self._generate(request, pending.token, pending.received, queued)
         except JsonRpcException as exc:
             self._release(pending)
-            self.send_payload(answer.error_response(pending.msg_id, exc.code, exc.message))
+            self.reply(pending, answer.error_response(pending.msg_id, exc.code, exc.message))
             return
         except Exception as exc:  # a bug must still answer the request, and not end the worker
             log.exception("completion failed")
             self._release(pending)
-            self.send_payload(
-                answer.error_response(pending.msg_id, JsonRpcInternalError.CODE, f"Internal error: {exc!r}")
+            self.reply(
+                pending, answer.error_response(pending.msg_id, JsonRpcInternalError.CODE, f"Internal error: {exc!r}")
             )
             return
         self._finish(pending, request, outcome)
@@ -411,10 +416,10 @@ class AigcServer(LanguageServer):
     def _finish(self, pending: Pending, request: CompletionRequest | None, outcome: CompletionOutcome | None) -> None:
         self._release(pending)
         if pending.cancelled:
-            self.send_payload(answer.cancelled_response(pending.msg_id))
+            self.reply(pending, answer.cancelled_response(pending.msg_id))
         else:
             result = self._render(pending.method, pending.params, request, outcome)
-            self.send_payload(answer.response(pending.msg_id, result))
+            self.reply(pending, answer.response(pending.msg_id, result))
 
     def _render(self, method: str, params, request: CompletionRequest | None, outcome: CompletionOutcome | None):
         if method == types.TEXT_DOCUMENT_INLINE_COMPLETION:
@@ -433,10 +438,16 @@ class AigcServer(LanguageServer):
         """Shutdown or a closed connection: stop every generation; pending requests answer RequestCancelled."""
         for pending in list(self.pending.values()):
             pending.cancel()
+            self.reply(pending, answer.cancelled_response(pending.msg_id))
         with self._inflight_lock:
             for token in self.inflight.values():
                 token.cancel()
             self.inflight.clear()
+
+    def reply(self, pending: Pending, payload: dict) -> None:
+        """The one answer to a pending request (a cancellation may have answered it already)."""
+        if pending.claim():
+            self.send_payload(payload)
 
     def send_payload(self, payload: dict) -> None:
         """Write a JSON-RPC message from any thread: a stdio frame at once (`FrameWriter`), any

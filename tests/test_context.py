@@ -383,7 +383,17 @@ def test_token_count_memo_frees_a_replaced_counter():
 def _definition_row(defn, parent, names):
     top = parent or defn
     only = {n for n in names if any(m.name == n for m in top.members)} if parent is not None else None
-    return (defn.name, defn.kind, defn.start, defn.end, defn.rows, defn.header, top.start, top.rows, top.outline(only=only))
+    return (
+        defn.name,
+        defn.kind,
+        defn.start,
+        defn.end,
+        defn.rows,
+        defn.header,
+        top.start,
+        top.rows,
+        top.outline(only=only),
+    )
 
 
 @pytest.mark.parametrize("language, pattern", [("python", "*.py"), ("c", "*.h"), ("javascript", "*.js")])
