@@ -85,7 +85,7 @@ def _costs_above(tokens: TokenCounter, above: str, max_tokens: int) -> list[tupl
     except TypeError:  # a counter that cannot be weakly referenced: no memo
         memo = None
     old, old_costs = ("", []) if memo is None or memo[1] != max_tokens else (memo[0], memo[2])
-    if old and len(old) == len(above) and old == above:
+    if old and old == above:
         return old_costs
     if not (old and above.startswith(old)):
         old, old_costs = "", []

@@ -22,10 +22,10 @@ from pygls.io_ import StdoutWriter
 from aigc_code.backends import CancellationToken
 from aigc_code.brackets import replaced_after_cursor
 
+from .transport import REQUEST_CANCELLED, error_message
+
 if TYPE_CHECKING:  # pragma: no cover
     from aigc_code.pipeline import CompletionOutcome, CompletionRequest
-
-REQUEST_CANCELLED = -32800
 
 
 class FrameWriter(StdoutWriter):
@@ -70,12 +70,8 @@ def response(msg_id: Any, result: Any) -> dict:
     return {"jsonrpc": "2.0", "id": msg_id, "result": result}
 
 
-def error_response(msg_id: Any, code: int, message: str) -> dict:
-    return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
-
-
 def cancelled_response(msg_id: Any) -> dict:
-    return error_response(msg_id, REQUEST_CANCELLED, f'Request with id "{msg_id}" is canceled')
+    return error_message(msg_id, REQUEST_CANCELLED, f'Request with id "{msg_id}" is canceled')
 
 
 def line_after_cursor(text: str, index: int) -> str:

@@ -53,7 +53,7 @@ from .backend import BackendHolder
 from .documents import UTF16, DocumentStore, PositionError, UnknownDocument, display_path
 from .keystroke import read_keystroke_message
 from .settings import SECTION, Settings, merge, section
-from .transport import MAX_HEADER_LINE, run_framed, stdin_reader
+from .transport import MAX_HEADER_LINE, error_message, run_framed, stdin_reader
 from .workspace import WorkspaceWatch, client_can_watch, local_path, watcher_registration
 
 log = logging.getLogger("aigc_code.server")
@@ -347,7 +347,7 @@ class AigcServer(LanguageServer):
         try:
             doc, _ = self.cursor(uri, params.position)
         except JsonRpcException as exc:
-            self.send_payload(answer.error_response(msg_id, exc.code, exc.message))
+            self.send_payload(error_message(msg_id, exc.code, exc.message))
             return
         settings = self.settings
         if doc.language is None or doc.language not in settings.enabled_languages:
@@ -373,8 +373,7 @@ class AigcServer(LanguageServer):
         try:
             doc, index = self.cursor(pending.uri, pending.params.position)
         except JsonRpcException as exc:  # the document was closed during the debounce
-            self._release(pending)
-            self.reply(pending, answer.error_response(pending.msg_id, exc.code, exc.message))
+            self.reply(pending, error_message(pending.msg_id, exc.code, exc.message))
             return
         others = [
             (d.snapshot(), display_path(d.uri, self.roots))
@@ -393,7 +392,6 @@ class AigcServer(LanguageServer):
         try:
             self.executor.submit(self._answer, pending, request, time.perf_counter())
         except RuntimeError:  # the executor is shut down: the session is ending
-            self._release(pending)
             self.reply(pending, answer.cancelled_response(pending.msg_id))
 
     def _answer(self, pending: Pending, request: CompletionRequest, queued: float) -> None:
@@ -401,20 +399,15 @@ class AigcServer(LanguageServer):
         try:
             outcome = self._generate(request, pending.token, pending.received, queued)
         except JsonRpcException as exc:
-            self._release(pending)
-            self.reply(pending, answer.error_response(pending.msg_id, exc.code, exc.message))
+            self.reply(pending, error_message(pending.msg_id, exc.code, exc.message))
             return
         except Exception as exc:  # a bug must still answer the request, and not end the worker
             log.exception("completion failed")
-            self._release(pending)
-            self.reply(
-                pending, answer.error_response(pending.msg_id, JsonRpcInternalError.CODE, f"Internal error: {exc!r}")
-            )
+            self.reply(pending, error_message(pending.msg_id, JsonRpcInternalError.CODE, f"Internal error: {exc!r}"))
             return
         self._finish(pending, request, outcome)
 
     def _finish(self, pending: Pending, request: CompletionRequest | None, outcome: CompletionOutcome | None) -> None:
-        self._release(pending)
         if pending.cancelled:
             self.reply(pending, answer.cancelled_response(pending.msg_id))
         else:
@@ -445,7 +438,9 @@ class AigcServer(LanguageServer):
             self.inflight.clear()
 
     def reply(self, pending: Pending, payload: dict) -> None:
-        """The one answer to a pending request (a cancellation may have answered it already)."""
+        """The one answer to a pending request (a cancellation may have answered it already);
+        the request stops being in flight."""
+        self._release(pending)
         if pending.claim():
             self.send_payload(payload)
 

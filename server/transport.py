@@ -28,6 +28,7 @@ MAX_HEADER_LINE = 64 * 1024
 _CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(-?\d+)", re.IGNORECASE)
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
+REQUEST_CANCELLED = -32800
 log = logging.getLogger(__name__)
 
 
@@ -72,8 +73,13 @@ async def stdin_reader(stdin, stdout, executor):
     return reader
 
 
+def error_message(msg_id: Any, code: int, message: str) -> dict:
+    """A JSON-RPC error response."""
+    return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
+
+
 def send_error(protocol, msg_id: Any, code: int, message: str) -> None:
-    protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
+    protocol._send_data(error_message(msg_id, code, message))
 
 
 def _valid_id(value: Any) -> bool:

@@ -406,14 +406,14 @@ def test_named_definitions_match_the_full_index(language, pattern):
     from aigc_code.outline import named_definitions
     from aigc_code.syntax import identifiers
 
-    roots = {
-        "python": Path(sysconfig.get_paths()["stdlib"]),
-        "c": Path("/usr/include"),
-        "javascript": Path(__file__).resolve().parent.parent / "editors",
+    repo = Path(__file__).resolve().parent.parent
+    roots = {  # the interpreter's own library, the C library's headers (gcc's), this repository's JavaScript
+        "python": [Path(sysconfig.get_paths()["stdlib"])],
+        "c": [Path("/usr/include")],
+        "javascript": [repo / "examples", repo / "editors"],
     }
-    files = sorted(p for p in roots[language].rglob(pattern) if "node_modules" not in p.parts)[:25]
-    if not files:
-        pytest.skip(f"no {pattern} files under {roots[language]}")
+    files = sorted(p for r in roots[language] for p in r.rglob(pattern) if "node_modules" not in p.parts)[:25]
+    assert files, f"no {pattern} files under {roots[language]}"
     rng = random.Random(1)
     for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")
