@@ -130,7 +130,9 @@ class AigcProtocol(LanguageServerProtocol):
         if method is None or self._shutdown or message.jsonrpc != "2.0":
             super().handle_message(message)  # responses, and pygls' own refusals
         elif method in ANSWERED_BY_WORKER and hasattr(message, "id"):
-            self._server.answer_in_worker(message.id, method, message.params)
+            # queued behind the handler tasks already scheduled (a didChangeConfiguration just before
+            # this request applies first), as pygls' own request tasks would be
+            asyncio.get_running_loop().call_soon(self._server.answer_in_worker, message.id, method, message.params)
         elif hasattr(message, "id"):
             # what pygls does, without its runtime-Protocol isinstance checks (~40 us each, two a message)
             contextvars.copy_context().run(self._handle_request, message.id, method, message.params)

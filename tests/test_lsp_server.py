@@ -326,10 +326,11 @@ async def test_cancel_request_stops_generation(client):
         await asyncio.sleep(0.1)
     uri = "file:///project/long.py"
     open_doc(client, uri, "python", "def f(x):\n    \n")
-    configure(client, maxNewTokens=4000)  # seconds of generation on the tiny model
+    # The server holds the request for the debounce, so the cancel surely finds it unanswered (the tiny
+    # model may end a suggestion on its own within milliseconds, and an answer already sent stands).
+    configure(client, maxNewTokens=4000, debounceMs=300)
     pending = asyncio.ensure_future(inline(client, uri, 1, 4, msg_id="long-1"))
-    await asyncio.sleep(0)  # the request is written; the cancel follows it at once (the tiny model may
-    # stop on its own within a few hundred ms, so a later cancel could find the request answered)
+    await asyncio.sleep(0.1)
     client.protocol.notify(T.CANCEL_REQUEST, T.CancelParams(id="long-1"))
     started = time.monotonic()
     with pytest.raises(JsonRpcRequestCancelled):
