@@ -415,17 +415,45 @@ def test_named_definitions_match_the_full_index(language, pattern):
     files = sorted(p for r in roots[language] for p in r.rglob(pattern) if "node_modules" not in p.parts)[:25]
     assert files, f"no {pattern} files under {roots[language]}"
     rng = random.Random(1)
+    parser = ts_parser(language)
     for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")
         src = text.encode()
-        tree = ts_parser(language).parse(src)
-        full = index_file(text, tree, language, src)
-        table = full.by_name()
-        vocabulary = sorted(set(table) | set(identifiers(text[:4000], language)))
-        for _ in range(6):
-            names = set(rng.sample(vocabulary, min(len(vocabulary), rng.choice([1, 5, 30]))))
-            imports, named = named_definitions(tree, language, src, names)
-            assert imports == full.imports
-            expected = {n: [_definition_row(d, p, names) for d, p in table[n]] for n in names if n in table}
-            got = {n: [_definition_row(d, p, names) for d, p in rows] for n, rows in named.items()}
-            assert got == expected, path
+        tree = parser.parse(src)
+        for edit in range(4):  # as typed: reparsed incrementally, so untouched nodes keep their ids
+            if edit:
+                src, tree = _edited(parser, src, tree, rng)
+                text = src.decode("utf-8", "replace")
+            full = index_file(text, tree, language, src)
+            table = full.by_name()
+            vocabulary = sorted(set(table) | set(identifiers(text[:4000], language)))
+            for _ in range(4):
+                names = set(rng.sample(vocabulary, min(len(vocabulary), rng.choice([1, 5, 30]))))
+                imports, named = named_definitions(tree, language, src, names)
+                assert imports == full.imports
+                expected = {n: [_definition_row(d, p, names) for d, p in table[n]] for n in names if n in table}
+                got = {n: [_definition_row(d, p, names) for d, p in rows] for n, rows in named.items()}
+                assert got == expected, (path, edit)
+
+
+def _edited(parser, src: bytes, tree, rng):
+    """`src` with a random insertion (inside a line, a new definition, a stray bracket), reparsed from
+    the edited `tree`."""
+    at = rng.randrange(len(src) + 1)
+    while at < len(src) and (src[at] & 0xC0) == 0x80:  # not inside a UTF-8 character
+        at += 1
+    ins = rng.choice([b"x", b"\n", b"    ", b"def q():\n    pass\n", b"int q(void);\n", b"}", b"(", b"zz_name"])
+    row = src.count(b"\n", 0, at)
+    col = at - (src.rfind(b"\n", 0, at) + 1)
+    rows = ins.count(b"\n")
+    end = (row + rows, len(ins) - ins.rfind(b"\n") - 1) if rows else (row, col + len(ins))
+    tree.edit(
+        start_byte=at,
+        old_end_byte=at,
+        new_end_byte=at + len(ins),
+        start_point=(row, col),
+        old_end_point=(row, col),
+        new_end_point=end,
+    )
+    new = src[:at] + ins + src[at:]
+    return new, parser.parse(new, tree)
