@@ -17,3 +17,23 @@ def test_bench_lsp_short_run(tiny_model):
     assert summary["model_requests"] + summary["cache_hits"] + summary["no_completion"] >= 3
     assert summary["latency_p50_ms"] > 0 and 0 <= summary["overhead_ratio_total"] < 1
     assert "server overhead" in lines[0] and "p95" in lines[0]
+    if Path("/proc/stat").is_file():  # Linux: the host's steal share is reported beside the ratio
+        assert 0 <= summary["cpu_steal_share"] <= 1 and "host CPU steal" in lines[0]
+
+
+def test_bench_lsp_runs_pool_their_requests(tiny_model):
+    """Two runs, a fresh server each: the summary pools both runs' requests and lists each run's ratio."""
+    lines = []
+    summary = bench_lsp(
+        [Path(__file__)],
+        model=str(tiny_model),
+        requests_per_file=2,
+        type_chars=40,
+        max_new_tokens=4,
+        runs=2,
+        echo=lines.append,
+    )
+    assert summary["runs"] == 2 and summary["requests"] == 4
+    assert len(summary["overhead_ratio_p50_per_run"]) == 2
+    assert all(0 <= r < 1 for r in summary["overhead_ratio_p50_per_run"])
+    assert "runs: 2" in lines[0]

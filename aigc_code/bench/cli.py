@@ -105,13 +105,22 @@ def soak(
 
 
 @app.command()
-def lsp(model: ModelOpt = None, out: OutOpt = None, threads: ThreadsOpt = None):
+def lsp(
+    model: ModelOpt = None,
+    runs: Annotated[
+        int,
+        typer.Option(help="Replays, a fresh server each; the summary pools their requests and lists each run's ratio."),
+    ] = 1,
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+):
     """Replay a scripted typing session through the real server over stdio: p50/p95 inline-completion
-    latency, the model's own time, and the server overhead as a ratio of the two."""
+    latency, the model's own time, and the server overhead as a ratio of the two (and the host's CPU
+    steal during the run, which slows both)."""
     _threads(threads)
     from aigc_code.bench.lsp import bench_lsp
 
-    _emit(bench_lsp(model=model), out)
+    _emit(bench_lsp(model=model, runs=runs), out)
 
 
 @app.command()

@@ -284,6 +284,20 @@ async def _run(
     return result
 
 
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(steal, total) CPU time of the machine so far from /proc/stat (Linux), None elsewhere. Steal is
+    time a virtual machine's CPUs were ready but the host ran something else: on a shared host the
+    model and the server slow down together, and run-to-run differences follow it."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    values = [int(v) for v in first[1:9]]
+    return (values[7] if len(values) > 7 else 0), sum(values)
+
+
 def bench_lsp(
     files: list[str | Path] | None = None,
     model: str | None = None,
@@ -294,9 +308,11 @@ def bench_lsp(
     max_new_tokens: int = 32,
     context_tokens: int = 512,
     ready_timeout_s: float = 600.0,
+    runs: int = 1,
     echo=print,
 ) -> dict:
-    """Run the benchmark and return (and print, through `echo`) its summary."""
+    """Run the benchmark `runs` times (a fresh server each time) and return (and print, through
+    `echo`) the summary over all requests, with each run's overhead ratio beside it."""
     paths = [Path(f) for f in files] if files else default_files()
     if not paths:
         raise ValueError("no files to replay")
@@ -306,8 +322,21 @@ def bench_lsp(
     if endpoint:
         cmd += ["--endpoint", endpoint]
     settings = {"maxNewTokens": max_new_tokens, "contextTokens": context_tokens, "temperature": 0.0}
-    result = asyncio.run(_run(paths, cmd, settings, requests_per_file, type_chars, ready_timeout_s))
-    summary = result.summary()
+    pooled, per_run = BenchResult(), []
+    cpu_before = _cpu_jiffies()
+    for _ in range(max(1, runs)):
+        result = asyncio.run(_run(paths, cmd, settings, requests_per_file, type_chars, ready_timeout_s))
+        per_run.append(result.summary()["overhead_ratio_p50"])
+        pooled.samples += result.samples
+        pooled.accepted_chars += result.accepted_chars
+        pooled.typed_chars += result.typed_chars
+        pooled.startup_s = max(pooled.startup_s, result.startup_s)
+    cpu_after = _cpu_jiffies()
+    summary = pooled.summary()
+    summary["runs"] = len(per_run)
+    summary["overhead_ratio_p50_per_run"] = per_run
+    if cpu_before and cpu_after and cpu_after[1] > cpu_before[1]:
+        summary["cpu_steal_share"] = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
     if echo is not None:
         echo(format_summary(summary, paths))
     return summary
@@ -326,8 +355,22 @@ def format_summary(s: dict, paths: list[Path]) -> str:
             f" (p50: {s['server_non_model_p50_ms']:.1f} ms in the server beside the model, "
             f"{s['transport_p50_ms']:.1f} ms JSON-RPC both ways)",
             f"accepted {s['accepted_chars']} of {s['accepted_chars'] + s['typed_chars']} characters; server ready in {s['startup_s']:.1f} s",
+            *_run_lines(s),
         ]
     )
+
+
+def _run_lines(s: dict) -> list[str]:
+    lines = []
+    if s.get("runs", 1) > 1:
+        ratios = ", ".join(f"{100 * r:.1f}%" for r in s["overhead_ratio_p50_per_run"])
+        lines.append(f"runs: {s['runs']} (a fresh server each); overhead at p50 per run: {ratios}")
+    if "cpu_steal_share" in s:
+        lines.append(
+            f"host CPU steal during the runs: {100 * s['cpu_steal_share']:.1f}% of the machine's CPU time"
+            " (time this VM's CPUs waited for the host; it slows model and server alike)"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -340,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--endpoint")
     parser.add_argument("--requests-per-file", type=int, default=15)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=1, help="replays, a fresh server each (pooled summary)")
     args = parser.parse_args(argv)
     bench_lsp(
         args.files or None,
@@ -348,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
         endpoint=args.endpoint,
         requests_per_file=args.requests_per_file,
         max_new_tokens=args.max_new_tokens,
+        runs=args.runs,
     )
 
 
