@@ -420,7 +420,7 @@ def test_named_definitions_match_the_full_index(language, pattern):
         text = path.read_text(encoding="utf-8", errors="replace")
         src = text.encode()
         tree = parser.parse(src)
-        for edit in range(4):  # as typed: reparsed incrementally, so untouched nodes keep their ids
+        for edit in range(4):  # as typed: each tree reparsed from the edited one before it
             if edit:
                 src, tree = _edited(parser, src, tree, rng)
                 text = src.decode("utf-8", "replace")
