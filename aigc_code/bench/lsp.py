@@ -66,6 +66,13 @@ class BenchResult:
     typed_chars: int = 0
     startup_s: float = 0.0
 
+    def add(self, other: BenchResult) -> None:
+        """Pool another run's requests into this one (startup: the slowest run's)."""
+        self.samples += other.samples
+        self.accepted_chars += other.accepted_chars
+        self.typed_chars += other.typed_chars
+        self.startup_s = max(self.startup_s, other.startup_s)
+
     def summary(self) -> dict:
         def pct(values: list[float], q: float) -> float:
             if not values:
@@ -327,10 +334,7 @@ def bench_lsp(
     for _ in range(max(1, runs)):
         result = asyncio.run(_run(paths, cmd, settings, requests_per_file, type_chars, ready_timeout_s))
         per_run.append(result.summary()["overhead_ratio_p50"])
-        pooled.samples += result.samples
-        pooled.accepted_chars += result.accepted_chars
-        pooled.typed_chars += result.typed_chars
-        pooled.startup_s = max(pooled.startup_s, result.startup_s)
+        pooled.add(result)
     cpu_after = _cpu_jiffies()
     summary = pooled.summary()
     summary["runs"] = len(per_run)
