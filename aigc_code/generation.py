@@ -6,7 +6,6 @@ without importing the model stack.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 
@@ -49,14 +48,14 @@ class GenerationResult:
 
 
 class CancellationToken:
-    """Set from any thread; generation stops before its next token."""
+    """Set from any thread; generation stops before its next token. A plain flag: nothing waits on
+    it, and storing or reading one attribute is atomic (a `threading.Event` costs ~30 us to make,
+    cold, on every keystroke's request)."""
+
+    __slots__ = ("cancelled",)
 
     def __init__(self):
-        self._event = threading.Event()
+        self.cancelled = False
 
     def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
+        self.cancelled = True

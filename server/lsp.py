@@ -87,6 +87,7 @@ class AigcProtocol(LanguageServerProtocol):
     a shared token gates TCP clients, and documents live only in our `DocumentStore`."""
 
     _server: AigcServer
+    _handed_to_pygls = 0  # messages given to pygls whose handler task may not have started yet
 
     def structure_message(self, data: dict[str, Any]):
         keystroke = read_keystroke_message(data)  # didChange and completion requests: no cattrs
@@ -127,19 +128,37 @@ class AigcProtocol(LanguageServerProtocol):
                 )
                 self._send_response(message.id, None, error.to_response_error())
             return
+        ours = method is not None and not self._shutdown and message.jsonrpc == "2.0"
+        if ours and method in ANSWERED_BY_WORKER and hasattr(message, "id"):
+            self._answer_in_order(message.id, method, message.params)
+        elif ours and method in DOCUMENT_SYNC and not hasattr(message, "id"):
+            self._notify_directly(method, message.params)
+        else:
+            self._hand_to_pygls(message, method)
+
+    def _hand_to_pygls(self, message, method: str | None) -> None:
         if method is None or self._shutdown or message.jsonrpc != "2.0":
             super().handle_message(message)  # responses, and pygls' own refusals
-        elif method in ANSWERED_BY_WORKER and hasattr(message, "id"):
-            # queued behind the handler tasks already scheduled (a didChangeConfiguration just before
-            # this request applies first), as pygls' own request tasks would be
-            asyncio.get_running_loop().call_soon(self._server.answer_in_worker, message.id, method, message.params)
         elif hasattr(message, "id"):
             # what pygls does, without its runtime-Protocol isinstance checks (~40 us each, two a message)
             contextvars.copy_context().run(self._handle_request, message.id, method, message.params)
-        elif method in DOCUMENT_SYNC:
-            self._notify_directly(method, message.params)
         else:
             contextvars.copy_context().run(self._handle_notification, method, message.params)
+        # an async handler's task (didChangeConfiguration) runs its first step on the next loop turn
+        self._handed_to_pygls += 1
+        asyncio.get_running_loop().call_soon(self._pygls_turn_done)
+
+    def _pygls_turn_done(self) -> None:
+        self._handed_to_pygls -= 1
+
+    def _answer_in_order(self, msg_id: Any, method: str, params) -> None:
+        """A completion request is answered after the handler tasks already scheduled (settings
+        pushed just before it apply first), as pygls' own request tasks would be; with none
+        scheduled, at once (a loop turn costs ~0.05 ms on every keystroke)."""
+        if self._handed_to_pygls:
+            asyncio.get_running_loop().call_soon(self._server.answer_in_worker, msg_id, method, params)
+        else:
+            self._server.answer_in_worker(msg_id, method, params)
 
     def _notify_directly(self, method: str, params) -> None:
         handler = self.fm.features.get(method)

@@ -17,6 +17,8 @@ from lsprotocol import types as T
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcMethodNotFound, JsonRpcRequestCancelled
 from pytest_lsp import make_test_lsp_client
 
+from aigc_code.bench.lspclient import frame
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BASE = {"maxNewTokens": 8, "temperature": 0.0}
@@ -317,6 +319,34 @@ async def test_configuration_change(client):
         await asyncio.sleep(0.05)
     assert (await status(client))["settings"]["maxNewTokens"] == 6
     configure(client)
+
+
+async def test_settings_pushed_just_before_a_request_apply_to_it(client):
+    """didChangeConfiguration is handled in a task; a completion request written right behind it
+    (no await between the two) is answered under the new settings, not the old ones."""
+    for _ in range(600):
+        if (await status(client))["ready"]:
+            break
+        await asyncio.sleep(0.1)
+    uri = "file:///project/ordered.js"
+    open_doc(client, uri, "javascript", "function area(w, h) {\n  \n}\n")
+    before = await last_timing(client)
+    settings = {"aigcCode": {**BASE, "enabledLanguages": ["python"]}}
+    notification = {"jsonrpc": "2.0", "method": "workspace/didChangeConfiguration", "params": {"settings": settings}}
+    position = {"line": 1, "character": 2}
+    request = {"textDocument": {"uri": uri}, "position": position, "context": {"triggerKind": 2}}
+    frames = [
+        notification,
+        {"jsonrpc": "2.0", "id": 90001, "method": T.TEXT_DOCUMENT_INLINE_COMPLETION, "params": request},
+    ]
+    answer: concurrent.futures.Future = concurrent.futures.Future()
+    client.protocol._request_futures[90001] = answer
+    client.protocol.writer.write(b"".join(frame(json.dumps(m).encode()) for m in frames))  # one write: one read
+    assert not plain(await asyncio.wrap_future(answer))["items"]
+    assert await last_timing(client) == before  # javascript was off: no model call
+    configure(client)
+    await inline(client, uri, 1, 2)
+    assert (await last_timing(client))["uri"] == uri  # on again: the same request ran the pipeline
 
 
 async def test_cancel_request_stops_generation(client):
