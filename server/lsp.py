@@ -53,7 +53,7 @@ from .backend import BackendHolder
 from .documents import UTF16, DocumentStore, PositionError, UnknownDocument, display_path
 from .keystroke import read_keystroke_message
 from .settings import SECTION, Settings, merge, section
-from .transport import MAX_HEADER_LINE, error_message, run_framed, stdin_reader
+from .transport import MAX_HEADER_LINE, error_message, run_framed, serve_stdin
 from .workspace import WorkspaceWatch, client_can_watch, local_path, watcher_registration
 
 log = logging.getLogger("aigc_code.server")
@@ -231,8 +231,7 @@ class AigcServer(LanguageServer):
         self.protocol.set_writer(FrameWriter(stdout))
 
         async def serve() -> None:
-            reader = await stdin_reader(stdin, stdout, self.thread_pool)
-            await run_framed(self._stop_event, reader, self.protocol)
+            await serve_stdin(self._stop_event, stdin, stdout, self.thread_pool, self.protocol)
 
         try:
             asyncio.run(serve())

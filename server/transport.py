@@ -1,7 +1,8 @@
 """JSON-RPC framing that survives hostile input (replaces pygls' reader loop).
 
 pygls' own loop drops a message it cannot parse without answering, and trusts Content-Length
-and line lengths. This loop:
+and line lengths. `FrameParser` (fed by the event loop as bytes arrive, `FramedPipe`, or by a
+read loop, `run_framed`) and `dispatch`:
   * skips garbage lines and finds a `Content-Length:` header even inside a garbage line (resync);
   * caps header lines and bodies (a huge declared length is read and discarded in chunks);
   * answers what cannot be handled with the JSON-RPC error it deserves: -32700 parse error,
@@ -19,6 +20,8 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pygls.exceptions import JsonRpcInvalidParams
@@ -33,16 +36,15 @@ log = logging.getLogger(__name__)
 
 
 class LimitedStdinReader:
-    """pygls' stdin reader, but a header line is at most MAX_HEADER_LINE bytes."""
+    """stdin read in the executor, for what the event loop cannot watch (a regular file, a terminal)."""
 
     def __init__(self, stdin, executor):
         self.stdin, self.executor = stdin, executor
 
-    async def readline(self) -> bytes:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.stdin.readline, MAX_HEADER_LINE)
-
-    async def readexactly(self, n: int) -> bytes:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.stdin.read, n)
+    async def read(self, n: int) -> bytes:
+        """What is there, up to `n` bytes (waits for at least one; b"" at EOF)."""
+        read = getattr(self.stdin, "read1", self.stdin.read)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, read, n)
 
 
 def _same_file(a, b) -> bool:
@@ -53,24 +55,31 @@ def _same_file(a, b) -> bool:
     return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
 
 
-async def stdin_reader(stdin, stdout, executor):
-    """An asyncio stream over stdin when it is a pipe or socket of its own: a message costs no
-    thread hand-off (the executor reader costs three, ~0.1-0.3 ms each, on every keystroke).
-    A regular file, a terminal, or stdin sharing stdout's file (non-blocking mode would leak
-    into the writes) keep the executor reader."""
+def _pipe_of_its_own(stdin, stdout) -> bool:
     try:
         mode = os.fstat(stdin.fileno()).st_mode
     except (OSError, ValueError, AttributeError):
-        return LimitedStdinReader(stdin, executor)
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) or _same_file(stdin, stdout):
-        return LimitedStdinReader(stdin, executor)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_HEADER_LINE, loop=loop)
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), stdin)
-    except (OSError, ValueError):
-        return LimitedStdinReader(stdin, executor)
-    return reader
+        return False
+    return (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not _same_file(stdin, stdout)
+
+
+async def serve_stdin(stop_event, stdin, stdout, executor, protocol) -> None:
+    """Read LSP frames from stdin until EOF or `stop_event`. A pipe or socket of its own is read
+    by the event loop itself (`FramedPipe`: a message is dispatched as its bytes arrive, with no
+    thread hand-off; the executor reader costs three, ~0.1-0.3 ms each, on every keystroke). A
+    regular file, a terminal, or stdin sharing stdout's file (non-blocking mode would leak into the
+    writes) keep the executor reader."""
+    if _pipe_of_its_own(stdin, stdout):
+        loop = asyncio.get_running_loop()
+        pipe = FramedPipe(stop_event, protocol)
+        try:
+            await loop.connect_read_pipe(lambda: pipe, stdin)
+        except (OSError, ValueError):
+            pass
+        else:
+            await pipe.closed
+            return
+    await run_framed(stop_event, LimitedStdinReader(stdin, executor), protocol)
 
 
 def error_message(msg_id: Any, code: int, message: str) -> dict:
@@ -131,45 +140,117 @@ def dispatch(protocol, body: bytes) -> None:
             send_error(protocol, msg_id, INTERNAL_ERROR, f"Internal error: {type(exc).__name__}")
 
 
-async def _discard(reader, n: int) -> None:
-    while n > 0:
-        try:
-            chunk = await reader.readexactly(min(n, 1 << 20))
-        except asyncio.IncompleteReadError:
-            return
-        if not chunk:
-            return
-        n -= len(chunk)
+@dataclass
+class Oversized:
+    """A message whose declared length is over MAX_BODY_BYTES: read and dropped."""
+
+    length: int
+
+
+class FrameParser:
+    """LSP framing as a push parser: `feed` bytes as they come, get each message body (`bytes`)
+    once it is complete, or an `Oversized` once a body over the limit has been dropped.
+
+    Header lines are at most MAX_HEADER_LINE bytes (a longer one is dropped whole); lines that
+    are not headers are skipped, and `Content-Length:` is found even inside one (resync); a blank
+    line without a preceding Content-Length reads nothing."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.length: int | None = None  # Content-Length of the header being read
+        self.want: int | None = None  # bytes of the body being read
+        self.discard = 0  # bytes of an oversized body still to drop
+        self.dropping = 0  # its declared length
+        self.in_long_line = False  # dropping an over-long header line up to its end
+
+    def feed(self, data: bytes) -> Iterator[bytes | Oversized]:
+        self.buffer += data
+        while True:
+            if self.discard:
+                k = min(self.discard, len(self.buffer))
+                del self.buffer[:k]
+                self.discard -= k
+                if self.discard:
+                    return
+                yield Oversized(self.dropping)
+            elif self.want is not None:
+                if len(self.buffer) < self.want:
+                    return
+                body = bytes(self.buffer[: self.want])
+                del self.buffer[: self.want]
+                self.want = None
+                yield body
+            elif not self._header_line():
+                return
+
+    def _header_line(self) -> bool:
+        """Consume one header line; False when no whole line is buffered yet."""
+        nl = self.buffer.find(b"\n")
+        if nl < 0:
+            if len(self.buffer) > MAX_HEADER_LINE:
+                del self.buffer[:]
+                self.in_long_line, self.length = True, None
+            return False
+        line = bytes(self.buffer[: nl + 1])
+        del self.buffer[: nl + 1]
+        if self.in_long_line or len(line) > MAX_HEADER_LINE:
+            self.in_long_line, self.length = False, None
+        elif not line.strip():
+            if self.length is not None:
+                n, self.length = self.length, None
+                if n > MAX_BODY_BYTES:
+                    self.discard = self.dropping = n
+                else:
+                    self.want = n
+        elif match := _CONTENT_LENGTH.search(line):
+            value = int(match.group(1))
+            self.length = value if value >= 0 else None
+        return True
+
+
+def _handle(protocol, item: bytes | Oversized) -> None:
+    if isinstance(item, Oversized):
+        send_error(
+            protocol, None, INVALID_REQUEST, f"Invalid Request: message of {item.length} bytes is over the limit"
+        )
+    else:
+        dispatch(protocol, item)
+
+
+class FramedPipe(asyncio.Protocol):
+    """stdin read by the event loop: each message is dispatched from `data_received`."""
+
+    def __init__(self, stop_event, protocol) -> None:
+        self.stop_event, self.protocol = stop_event, protocol
+        self.parser = FrameParser()
+        self.transport: asyncio.ReadTransport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        for item in self.parser.feed(data):
+            if self.stop_event.is_set():
+                break
+            _handle(self.protocol, item)
+        if self.stop_event.is_set() and self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 async def run_framed(stop_event, reader, protocol) -> None:
-    """Read LSP frames from `reader` until EOF or `stop_event`, dispatching each body."""
-    length: int | None = None
+    """Read LSP frames from `reader` (anything with `async read(n)`: an asyncio stream, the
+    executor reader) until EOF or `stop_event`, dispatching each body."""
+    parser = FrameParser()
     while not stop_event.is_set():
-        try:
-            line = await reader.readline()
-        except (ValueError, asyncio.LimitOverrunError):  # an over-long line on a StreamReader: skip it
-            length = None
-            continue
-        if not line:
+        data = await reader.read(1 << 16)
+        if not data:
             break
-        if not line.strip():
-            if length is None:
-                continue  # a blank line without a preceding Content-Length: nothing to read
-            n, length = length, None
-            if n > MAX_BODY_BYTES:
-                await _discard(reader, n)
-                send_error(protocol, None, INVALID_REQUEST, f"Invalid Request: message of {n} bytes is over the limit")
-                continue
-            try:
-                body = await reader.readexactly(n)
-            except asyncio.IncompleteReadError:
+        for item in parser.feed(data):
+            if stop_event.is_set():
                 break
-            if len(body) < n:  # EOF inside a body
-                break
-            dispatch(protocol, body)
-            continue
-        match = _CONTENT_LENGTH.search(line)
-        if match:
-            value = int(match.group(1))
-            length = value if value >= 0 else None
+            _handle(protocol, item)

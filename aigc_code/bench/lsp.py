@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import statistics
+import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,63 +119,67 @@ class BenchResult:
         }
 
 
-class JsonRpcClient(asyncio.SubprocessProtocol):
+def _frames(buffer: bytearray):
+    """Cut the complete messages off the front of `buffer`. Text before a header (something else
+    wrote to the server's stdout) is skipped: the header block is searched for its Content-Length."""
+    while True:
+        head = buffer.find(b"\r\n\r\n")
+        if head < 0:
+            return
+        match = _CONTENT_LENGTH.search(buffer, 0, head)
+        if match is None:
+            del buffer[: head + 4]
+            continue
+        start, length = head + 4, int(match.group(1))
+        if len(buffer) < start + length:
+            return
+        body = bytes(buffer[start : start + length])
+        del buffer[: start + length]
+        yield body
+
+
+class JsonRpcClient:
     """A lean LSP client over a subprocess's stdio: plain dicts and `json`, as an editor's client
     costs (a few tens of microseconds a message). pygls' client converts every message through
     its schema classes, ~1 ms a round trip in Python, which is the client's cost, not the server's.
 
-    Frames are cut in `pipe_data_received`, and each answer carries the moment its last byte
-    arrived: `timed_request` measures on the wire, from the request's bytes being written to the
-    answer's bytes being read, as a network latency is measured. What this client does after that
-    (decode the JSON, switch to the waiting task: ~0.2 ms in a cold Python) is its own time."""
+    A reader thread waits in `os.read` on the server's stdout and stamps each answer the moment
+    its last byte is read; `timed_request` measures on the wire, from the request's bytes being
+    written to the answer's bytes being read, as a network latency is measured. What this client
+    does after that (wake its event loop, decode the JSON: ~0.2 ms in a cold Python) is its own time."""
 
-    def __init__(self) -> None:
+    def __init__(self, proc: subprocess.Popen, loop: asyncio.AbstractEventLoop):
+        self.proc, self.loop = proc, loop
         self.ids = 0
         self.pending: dict[int, asyncio.Future] = {}
-        self.buffer = bytearray()
-        self.exited = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.SubprocessTransport | None = None
+        self.closed = loop.create_future()
+        threading.Thread(target=self._read, name="bench-lsp-reader", daemon=True).start()
 
-    # -- asyncio.SubprocessProtocol -------------------------------------------------------------
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def _read(self) -> None:
+        fd, buffer = self.proc.stdout.fileno(), bytearray()
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:
+                data = b""
+            arrived = time.perf_counter()
+            if not data:
+                self.loop.call_soon_threadsafe(self._close)
+                return
+            buffer += data
+            for body in _frames(buffer):
+                self.loop.call_soon_threadsafe(self._deliver, body, arrived)
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd != 1:
-            return
-        arrived = time.perf_counter()
-        self.buffer += data
-        for message in self._frames():
-            self._deliver(message, arrived)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(self.transport.get_returncode() if self.transport else None)
+    def _close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
         for future in self.pending.values():
             if not future.done():
-                future.set_exception(RuntimeError("the server exited"))
+                future.set_exception(RuntimeError("the server closed its output"))
         self.pending.clear()
 
-    # -- messages -------------------------------------------------------------------------------
-    def _frames(self):
-        """Complete messages in the buffer. Text before a header (something else wrote to the
-        server's stdout) is skipped: the header block is searched for its Content-Length."""
-        while True:
-            head = self.buffer.find(b"\r\n\r\n")
-            if head < 0:
-                return
-            match = _CONTENT_LENGTH.search(self.buffer, 0, head)
-            if match is None:
-                del self.buffer[: head + 4]
-                continue
-            start, length = head + 4, int(match.group(1))
-            if len(self.buffer) < start + length:
-                return
-            body = bytes(self.buffer[start : start + length])
-            del self.buffer[: start + length]
-            yield json.loads(body)
-
-    def _deliver(self, message: dict, arrived: float) -> None:
+    def _deliver(self, body: bytes, arrived: float) -> None:
+        message = json.loads(body)
         if "method" in message and "id" in message:  # a request from the server: no client features
             self._write({"jsonrpc": "2.0", "id": message["id"], "result": None})
         elif "id" in message and message["id"] in self.pending:
@@ -184,7 +191,8 @@ class JsonRpcClient(asyncio.SubprocessProtocol):
         """Write one message; returns the moment its bytes went out."""
         data = frame(json.dumps(message))
         sent = time.perf_counter()
-        self.transport.get_pipe_transport(0).write(data)
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
         return sent
 
     def notify(self, method: str, params) -> None:
@@ -193,7 +201,7 @@ class JsonRpcClient(asyncio.SubprocessProtocol):
     async def timed_request(self, method: str, params=None) -> tuple[object, float]:
         """The request's result and its latency on the wire, in ms."""
         self.ids += 1
-        future = asyncio.get_running_loop().create_future()
+        future = self.loop.create_future()
         self.pending[self.ids] = future
         sent = self._write({"jsonrpc": "2.0", "id": self.ids, "method": method, "params": params})
         try:
@@ -310,13 +318,8 @@ async def _run(
 ) -> BenchResult:
     result = BenchResult()
     started = time.perf_counter()
-    transport, client = await asyncio.get_running_loop().subprocess_exec(
-        JsonRpcClient,
-        *server_cmd,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(server_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    client = JsonRpcClient(proc, asyncio.get_running_loop())
     try:
         await client.request("initialize", {"capabilities": {}, "initializationOptions": {"aigcCode": settings}})
         client.notify("initialized", {})
@@ -330,12 +333,13 @@ async def _run(
             await session.replay(path, requests, type_chars)
         await client.request("shutdown")
         client.notify("exit", None)
-        await asyncio.wait_for(asyncio.shield(client.exited), 10)
+        await asyncio.wait_for(asyncio.shield(client.closed), 10)
     finally:
-        if transport.get_returncode() is None:
-            transport.kill()
-            await client.exited
-        transport.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
     return result
 
 
