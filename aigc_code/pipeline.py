@@ -141,7 +141,9 @@ def cursor_mode(cur: Cursor, invoked: bool) -> str:
 
 
 def to_document_newlines(suggestions: list[Suggestion], text: str) -> None:
-    if "\r\n" in text:  # the model writes \n; the document uses CRLF
+    """The model writes \n; a document that uses CRLF gets CRLF (the document is scanned only for
+    a suggestion that has a line break: not for one-line ones, most of them)."""
+    if any("\n" in s.text for s in suggestions) and "\r\n" in text:
         for s in suggestions:
             s.text = s.text.replace("\r\n", "\n").replace("\n", "\r\n")
 

@@ -13,6 +13,7 @@ RequestCancelled error pygls would send.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,16 @@ class FrameWriter(StdoutWriter):
     def write(self, data: bytes) -> None:
         with self._lock:
             super().write(data)
+
+    def write_message(self, payload: dict) -> bool:
+        """Write one message of plain JSON data at once; False when it is not plain data (pygls'
+        own path serializes lsprotocol objects)."""
+        try:
+            body = json.dumps(payload).encode()
+        except (TypeError, ValueError):
+            return False
+        self.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        return True
 
 
 class Pending:

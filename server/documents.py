@@ -181,12 +181,16 @@ class Document:
             self.tree = None
             return
         start = self.index_at(rng.start.line, rng.start.character, encoding, strict=False)
-        end = self.index_at(rng.end.line, rng.end.character, encoding, strict=False)
+        same = rng.end.line == rng.start.line and rng.end.character == rng.start.character
+        end = start if same else self.index_at(rng.end.line, rng.end.character, encoding, strict=False)
         if end < start:
             start, end = end, start
         if self.tree is not None:
-            start_byte, old_end_byte = self._byte(start), self._byte(end)
-            start_point, old_end_point = self._point(start), self._point(end)
+            start_byte, start_point = self._byte(start), self._point(start)
+            if end == start:  # an insertion (a keystroke): the old end is the start
+                old_end_byte, old_end_point = start_byte, start_point
+            else:
+                old_end_byte, old_end_point = self._byte(end), self._point(end)
             inserted = text.encode("utf-8")
             rows = inserted.count(b"\n")
             if rows:

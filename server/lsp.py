@@ -467,7 +467,11 @@ class AigcServer(LanguageServer):
     def send_payload(self, payload: dict) -> None:
         """Write a JSON-RPC message from any thread: a stdio frame at once (`FrameWriter`), any
         other transport on the loop."""
-        if isinstance(self.protocol.writer, FrameWriter) or self._loop is None:
+        writer = self.protocol.writer
+        if isinstance(writer, FrameWriter):
+            if not writer.write_message(payload):
+                self.protocol._send_data(payload)
+        elif self._loop is None:
             self.protocol._send_data(payload)
         else:
             self._loop.call_soon_threadsafe(self.protocol._send_data, payload)

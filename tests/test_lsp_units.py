@@ -291,3 +291,15 @@ def test_keystroke_reader_leaves_anything_unusual_to_cattrs(path, value):
     change["params"]["contentChanges"][0]["range"]["start"]["line"] = -2
     assert read_keystroke_message(change) is None
     assert read_keystroke_message({**_CHANGE, "id": 3}) is None  # a notification with an id is not one
+
+
+def test_suggestions_take_the_documents_line_breaks():
+    from aigc_code.pipeline import to_document_newlines
+    from aigc_code.postprocess import Suggestion
+
+    crlf = [Suggestion("if x:\n    y()", 0.0), Suggestion("z = 1", 0.0)]
+    to_document_newlines(crlf, "a = 1\r\nb = 2\r\n")
+    assert [s.text for s in crlf] == ["if x:\r\n    y()", "z = 1"]
+    lf = [Suggestion("if x:\n    y()", 0.0)]
+    to_document_newlines(lf, "a = 1\nb = 2\n")
+    assert lf[0].text == "if x:\n    y()"

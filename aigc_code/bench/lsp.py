@@ -152,7 +152,6 @@ class JsonRpcClient:
         self.proc, self.loop = proc, loop
         self.ids = 0
         self.pending: dict[int, asyncio.Future] = {}
-        self.closed = loop.create_future()
         threading.Thread(target=self._read, name="bench-lsp-reader", daemon=True).start()
 
     def _read(self) -> None:
@@ -171,8 +170,6 @@ class JsonRpcClient:
                 self.loop.call_soon_threadsafe(self._deliver, body, arrived)
 
     def _close(self) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(RuntimeError("the server closed its output"))
@@ -333,7 +330,7 @@ async def _run(
             await session.replay(path, requests, type_chars)
         await client.request("shutdown")
         client.notify("exit", None)
-        await asyncio.wait_for(asyncio.shield(client.closed), 10)
+        await asyncio.get_running_loop().run_in_executor(None, proc.wait, 10)
     finally:
         if proc.poll() is None:
             proc.kill()
