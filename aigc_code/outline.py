@@ -183,6 +183,22 @@ def _is_function(node: Node, syntax: Syntax, language: str) -> bool:
     )
 
 
+_JS_BINDINGS = frozenset({"lexical_declaration", "variable_declaration"})  # `const f = () => ...`
+_KINDS: dict[tuple[str, bool], frozenset[str]] = {}
+
+
+def definition_kinds(syntax: Syntax, language: str, member: bool = False) -> frozenset[str]:
+    """The node kinds `_build_definition` can make a definition of: a node of any other kind
+    (a comment, a statement) gives none, so its name is never looked up."""
+    kinds = _KINDS.get((language, member))
+    if kinds is None:
+        kinds = syntax.functions | syntax.containers | syntax.data | (syntax.member_data if member else frozenset())
+        if language in ("javascript", "typescript", "typescriptreact"):
+            kinds |= _JS_BINDINGS
+        kinds = _KINDS[(language, member)] = frozenset(kinds)
+    return kinds
+
+
 def _function_definition(node: Node, src: bytes, syntax: Syntax, start: int, rows) -> Definition | None:
     """Signature (the text up to the body) + a stub."""
     is_binding = node.type in ("lexical_declaration", "variable_declaration")
@@ -328,9 +344,13 @@ def index_file(
     src = src if src is not None else text.encode("utf-8")
     imports: list[tuple[int, int, str]] = []
     definitions: list[Definition] = []
+    kinds = definition_kinds(syntax, language)
     for node, start in _walk_wrapped(tree.root_node, syntax):
-        if node.type in syntax.imports:
+        kind = node.type
+        if kind in syntax.imports:
             imports.append((node.start_byte, node.end_byte, _text(src, node).rstrip()))
+            continue
+        if kind not in kinds:
             continue
         defn = _definition(node, src, syntax, language, start=start)
         if defn is not None:
@@ -351,9 +371,13 @@ def named_definitions(
         return [], {}
     imports: list[tuple[int, int, str]] = []
     table: dict[str, list[tuple[Definition, Definition | None]]] = {}
+    kinds = definition_kinds(syntax, language)
     for node, start in _walk_wrapped(tree.root_node, syntax):
-        if node.type in syntax.imports:
+        kind = node.type
+        if kind in syntax.imports:
             imports.append((node.start_byte, node.end_byte, _text(src, node).rstrip()))
+            continue
+        if kind not in kinds:
             continue
         defn = _named_definition(node, start, src, syntax, language, names)
         if defn is None:
@@ -375,7 +399,8 @@ def _named_definition(node: Node, start: int, src: bytes, syntax: Syntax, langua
     body = node.child_by_field_name("body")
     if body is None:
         return None
-    wanted = [(c, s) for c, s in _walk_wrapped(body, syntax) if _node_name(c, src) in names]
+    kinds = definition_kinds(syntax, language, member=True)
+    wanted = [(c, s) for c, s in _walk_wrapped(body, syntax) if c.type in kinds and _node_name(c, src) in names]
     if not wanted:
         return None
     rows = (node.start_point.row, node.end_point.row)
