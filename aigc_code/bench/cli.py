@@ -106,6 +106,10 @@ def soak(
 
 @app.command()
 def lsp(
+    files: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="Files to replay (default: three standard-library modules and three of this package's)."),
+    ] = None,
     model: ModelOpt = None,
     runs: Annotated[
         int,
@@ -120,7 +124,10 @@ def lsp(
     _threads(threads)
     from aigc_code.bench.lsp import bench_lsp
 
-    _emit(bench_lsp(model=model, runs=runs), out)
+    missing = [str(f) for f in files or [] if not f.is_file()]
+    if missing:
+        raise typer.BadParameter(f"no such file: {', '.join(missing)}", param_hint="FILES")
+    _emit(bench_lsp(files or None, model=model, runs=runs), out)
 
 
 @app.command()
