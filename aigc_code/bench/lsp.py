@@ -162,12 +162,15 @@ class JsonRpcClient:
             except OSError:
                 data = b""
             arrived = time.perf_counter()
-            if not data:
-                self.loop.call_soon_threadsafe(self._close)
+            try:
+                if not data:
+                    self.loop.call_soon_threadsafe(self._close)
+                    return
+                buffer += data
+                for body in _frames(buffer):
+                    self.loop.call_soon_threadsafe(self._deliver, body, arrived)
+            except RuntimeError:  # the benchmark is over: its event loop is closed
                 return
-            buffer += data
-            for body in _frames(buffer):
-                self.loop.call_soon_threadsafe(self._deliver, body, arrived)
 
     def _close(self) -> None:
         for future in self.pending.values():
