@@ -176,7 +176,8 @@ class FrameParser:
             elif self.want is not None:
                 if len(self.buffer) < self.want:
                     return
-                body = bytes(self.buffer[: self.want])
+                with memoryview(self.buffer) as view:  # one copy of a big body, not two
+                    body = bytes(view[: self.want])
                 del self.buffer[: self.want]
                 self.want = None
                 yield body
