@@ -173,18 +173,15 @@ def _function_value(node: Node) -> Node | None:
     return None
 
 
+_JS_BINDINGS = frozenset({"lexical_declaration", "variable_declaration"})  # `const f = () => ...`
+_JS_LANGUAGES = ("javascript", "typescript", "typescriptreact")
+_KINDS: dict[tuple[str, bool], frozenset[str]] = {}
+
+
 def _is_function(node: Node, syntax: Syntax, language: str) -> bool:
     if node.type in syntax.functions:
         return True
-    return (
-        node.type in ("lexical_declaration", "variable_declaration")
-        and language in ("javascript", "typescript", "typescriptreact")
-        and _function_value(node) is not None
-    )
-
-
-_JS_BINDINGS = frozenset({"lexical_declaration", "variable_declaration"})  # `const f = () => ...`
-_KINDS: dict[tuple[str, bool], frozenset[str]] = {}
+    return node.type in _JS_BINDINGS and language in _JS_LANGUAGES and _function_value(node) is not None
 
 
 def definition_kinds(syntax: Syntax, language: str, member: bool = False) -> frozenset[str]:
@@ -193,7 +190,7 @@ def definition_kinds(syntax: Syntax, language: str, member: bool = False) -> fro
     kinds = _KINDS.get((language, member))
     if kinds is None:
         kinds = syntax.functions | syntax.containers | syntax.data | (syntax.member_data if member else frozenset())
-        if language in ("javascript", "typescript", "typescriptreact"):
+        if language in _JS_LANGUAGES:
             kinds |= _JS_BINDINGS
         kinds = _KINDS[(language, member)] = frozenset(kinds)
     return kinds
@@ -201,7 +198,7 @@ def definition_kinds(syntax: Syntax, language: str, member: bool = False) -> fro
 
 def _function_definition(node: Node, src: bytes, syntax: Syntax, start: int, rows) -> Definition | None:
     """Signature (the text up to the body) + a stub."""
-    is_binding = node.type in ("lexical_declaration", "variable_declaration")
+    is_binding = node.type in _JS_BINDINGS
     target = _function_value(node) if is_binding else node
     body = target.child_by_field_name("body") if target is not None else None
     if body is None:

@@ -209,13 +209,16 @@ class FrameParser:
         return True
 
 
-def _handle(protocol, item: bytes | Oversized) -> None:
-    if isinstance(item, Oversized):
-        send_error(
-            protocol, None, INVALID_REQUEST, f"Invalid Request: message of {item.length} bytes is over the limit"
-        )
-    else:
-        dispatch(protocol, item)
+def _dispatch_frames(parser: FrameParser, data: bytes, stop_event, protocol) -> None:
+    """Dispatch each message `data` completes, until `stop_event` (after `exit`, nothing more)."""
+    for item in parser.feed(data):
+        if stop_event.is_set():
+            return
+        if isinstance(item, Oversized):
+            message = f"Invalid Request: message of {item.length} bytes is over the limit"
+            send_error(protocol, None, INVALID_REQUEST, message)
+        else:
+            dispatch(protocol, item)
 
 
 class FramedPipe(asyncio.Protocol):
@@ -231,10 +234,7 @@ class FramedPipe(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        for item in self.parser.feed(data):
-            if self.stop_event.is_set():
-                break
-            _handle(self.protocol, item)
+        _dispatch_frames(self.parser, data, self.stop_event, self.protocol)
         if self.stop_event.is_set() and self.transport is not None:
             self.transport.close()
 
@@ -251,7 +251,4 @@ async def run_framed(stop_event, reader, protocol) -> None:
         data = await reader.read(1 << 16)
         if not data:
             break
-        for item in parser.feed(data):
-            if stop_event.is_set():
-                break
-            _handle(protocol, item)
+        _dispatch_frames(parser, data, stop_event, protocol)

@@ -39,17 +39,3 @@ def test_bench_lsp_runs_pool_their_requests(tiny_model):
     assert len(summary["overhead_ratio_p50_per_run"]) == 2
     assert all(0 <= r < 1 for r in summary["overhead_ratio_p50_per_run"])
     assert "runs: 2" in lines[0]
-
-
-def test_frames_are_cut_from_any_chunking():
-    """The benchmark client's framing: messages split anywhere, noise before a header skipped."""
-    from aigc_code.bench.lsp import _frames
-    from aigc_code.bench.lspclient import frame
-
-    stream = b"noise\r\n\r\n" + frame(b'{"id": 1}') + frame(b'{"id": 2}')
-    for size in (1, 3, len(stream)):
-        buffer, out = bytearray(), []
-        for i in range(0, len(stream), size):
-            buffer += stream[i : i + size]
-            out += list(_frames(buffer))
-        assert out == [b'{"id": 1}', b'{"id": 2}'] and not buffer

@@ -1,5 +1,6 @@
-"""LSP framing (server/transport.py): the push parser on golden byte streams, in any chunking,
-and the real server reading its messages from a regular file (the executor reader)."""
+"""LSP framing (server/transport.py; the LSP benchmark's client reads with it too): the push
+parser on golden byte streams, in any chunking, and the real server reading its messages from a
+regular file (the executor reader)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ GOLDEN = [
     ("garbage line, then a frame", b"not a header\r\nX-Junk: 1\r\n\r\n" + frame(HELLO), [HELLO]),
     ("a header found inside a garbage line", b"junk Content-Length: 2 junk\r\n\r\n{}", [b"{}"]),
     ("blank line with no length reads nothing", b"\r\n\r\n" + frame(b"{}"), [b"{}"]),
+    ("noise and a blank line before two frames", b"noise\r\n\r\n" + frame(b"{}") + frame(HELLO), [b"{}", HELLO]),
     ("negative length is no length", b"Content-Length: -5\r\n\r\n" + frame(b"{}"), [b"{}"]),
     ("empty body", b"Content-Length: 0\r\n\r\n" + frame(b"{}"), [b"", b"{}"]),
     ("body not complete yet", b"Content-Length: 10\r\n\r\n{}", []),

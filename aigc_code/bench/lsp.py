@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,13 @@ from pathlib import Path
 
 from aigc_code.bench.lspclient import frame
 from aigc_code.languages import language_for_path
+from aigc_code.server.transport import FrameParser
 
 BOUNDARY = set(" \t\n.(,:=[{")
 # seconds between typed characters: a very fast typist (~100 words a minute is ~0.1 s a character).
 # The request still follows its keystroke's didChange at once, as an editor sends them.
 KEYSTROKE_S = 0.03
 REPLY_TIMEOUT_S = 120.0  # a request unanswered this long ends the benchmark with an error, not a hang
-_CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
 
 
 def default_files() -> list[Path]:
@@ -119,25 +118,6 @@ class BenchResult:
         }
 
 
-def _frames(buffer: bytearray):
-    """Cut the complete messages off the front of `buffer`. Text before a header (something else
-    wrote to the server's stdout) is skipped: the header block is searched for its Content-Length."""
-    while True:
-        head = buffer.find(b"\r\n\r\n")
-        if head < 0:
-            return
-        match = _CONTENT_LENGTH.search(buffer, 0, head)
-        if match is None:
-            del buffer[: head + 4]
-            continue
-        start, length = head + 4, int(match.group(1))
-        if len(buffer) < start + length:
-            return
-        body = bytes(buffer[start : start + length])
-        del buffer[: start + length]
-        yield body
-
-
 class JsonRpcClient:
     """A lean LSP client over a subprocess's stdio: plain dicts and `json`, as an editor's client
     costs (a few tens of microseconds a message). pygls' client converts every message through
@@ -155,7 +135,7 @@ class JsonRpcClient:
         threading.Thread(target=self._read, name="bench-lsp-reader", daemon=True).start()
 
     def _read(self) -> None:
-        fd, buffer = self.proc.stdout.fileno(), bytearray()
+        fd, frames = self.proc.stdout.fileno(), FrameParser()
         while True:
             try:
                 data = os.read(fd, 1 << 16)
@@ -166,9 +146,9 @@ class JsonRpcClient:
                 if not data:
                     self.loop.call_soon_threadsafe(self._close)
                     return
-                buffer += data
-                for body in _frames(buffer):
-                    self.loop.call_soon_threadsafe(self._deliver, body, arrived)
+                for body in frames.feed(data):  # the server's own framing (no oversized answers)
+                    if isinstance(body, bytes):
+                        self.loop.call_soon_threadsafe(self._deliver, body, arrived)
             except RuntimeError:  # the benchmark is over: its event loop is closed
                 return
 
