@@ -156,7 +156,27 @@ async function command(title) {
     await sleep(500);
 }
 
+/** Open a workspace file with Quick Open; retried, because the list can still be settling when Enter lands. */
 async function openFile(name) {
+    const tab = page.locator(`.tab.active:has-text("${name}")`);
+    for (let attempt = 1; ; attempt++) {
+        try {
+            await quickOpen(name, tab);
+            break;
+        } catch (err) {
+            if (attempt === 3) {
+                throw err;
+            }
+            log(`quick open of ${name} did not show its tab (attempt ${attempt}): retrying`);
+            await page.keyboard.press('Escape');
+            await sleep(500);
+        }
+    }
+    await page.locator('.editor-instance .monaco-editor textarea').first().focus();
+    await sleep(300);
+}
+
+async function quickOpen(name, tab) {
     await page.keyboard.press('Control+P');
     const input = page.locator('.quick-input-widget input');
     await input.waitFor({ state: 'visible', timeout: 15000 });
@@ -165,15 +185,12 @@ async function openFile(name) {
     await row.waitFor({ timeout: 15000 });
     await sleep(300);
     await page.keyboard.press('Enter');
-    const tab = page.locator(`.tab.active:has-text("${name}")`);
     try {
         await tab.waitFor({ timeout: 5000 });
     } catch {
         await row.click({ timeout: 5000 }).catch(() => undefined);
-        await tab.waitFor({ timeout: 10000 });
+        await tab.waitFor({ timeout: 5000 });
     }
-    await page.locator('.editor-instance .monaco-editor textarea').first().focus();
-    await sleep(300);
 }
 
 /** Ghost text shown in the editor: the inline part plus any extra lines, as plain text. */
