@@ -93,6 +93,7 @@ class BenchResult:
         client = [s.client_ms for s in model_runs]
         model = [s.model_ms for s in model_runs]
         overhead = [(s.latency_ms - s.model_ms) / s.latency_ms for s in model_runs if s.latency_ms > 0]
+        over_model = [(s.latency_ms - s.model_ms) / s.model_ms for s in model_runs]
         in_server = [s.server_ms - s.model_ms for s in model_runs]  # handler + pipeline, without the model
         transport = [s.latency_ms - s.server_ms for s in model_runs]  # JSON-RPC both ways, both sides
         total_lat = sum(lat_model)
@@ -112,6 +113,7 @@ class BenchResult:
             "transport_p50_ms": pct(transport, 0.5),
             "overhead_ratio_p50": statistics.median(overhead) if overhead else 0.0,
             "overhead_ratio_total": (total_lat - sum(model)) / total_lat if total_lat else 0.0,
+            "overhead_vs_model_p50": statistics.median(over_model) if over_model else 0.0,
             "accepted_chars": self.accepted_chars,
             "typed_chars": self.typed_chars,
             "startup_s": self.startup_s,
@@ -361,16 +363,19 @@ def bench_lsp(
     if endpoint:
         cmd += ["--endpoint", endpoint]
     settings = {"maxNewTokens": max_new_tokens, "contextTokens": context_tokens, "temperature": 0.0}
-    pooled, per_run = BenchResult(), []
+    pooled, per_run, per_run_model = BenchResult(), [], []
     cpu_before = _cpu_jiffies()
     for _ in range(max(1, runs)):
         result = asyncio.run(_run(paths, cmd, settings, requests_per_file, type_chars, ready_timeout_s))
-        per_run.append(result.summary()["overhead_ratio_p50"])
+        run_summary = result.summary()
+        per_run.append(run_summary["overhead_ratio_p50"])
+        per_run_model.append(run_summary["overhead_vs_model_p50"])
         pooled.add(result)
     cpu_after = _cpu_jiffies()
     summary = pooled.summary()
     summary["runs"] = len(per_run)
     summary["overhead_ratio_p50_per_run"] = per_run
+    summary["overhead_vs_model_p50_per_run"] = per_run_model
     if cpu_before and cpu_after and cpu_after[1] > cpu_before[1]:
         summary["cpu_steal_share"] = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
     if echo is not None:
@@ -388,7 +393,8 @@ def format_summary(s: dict, paths: list[Path]) -> str:
             f"latency (wire, model ran):  p50 {s['model_latency_p50_ms']:7.1f} ms   p95 {s['model_latency_p95_ms']:8.1f} ms"
             f"   (p50 {s['client_latency_p50_ms']:.1f} ms after this client decodes the answer)",
             f"model time (backend):       p50 {s['model_time_p50_ms']:8.1f} ms   p95 {s['model_time_p95_ms']:8.1f} ms",
-            f"server overhead: {100 * s['overhead_ratio_p50']:.1f}% of latency (median), {100 * s['overhead_ratio_total']:.1f}% overall"
+            f"server overhead: {100 * s['overhead_ratio_p50']:.1f}% of latency (median), {100 * s['overhead_ratio_total']:.1f}% overall,"
+            f" {100 * s['overhead_vs_model_p50']:.1f}% of model time (median)"
             f" (p50: {s['server_non_model_p50_ms']:.1f} ms in the server beside the model, "
             f"{s['transport_p50_ms']:.1f} ms JSON-RPC both ways)",
             f"accepted {s['accepted_chars']} of {s['accepted_chars'] + s['typed_chars']} characters; server ready in {s['startup_s']:.1f} s",
@@ -401,7 +407,10 @@ def _run_lines(s: dict) -> list[str]:
     lines = []
     if s.get("runs", 1) > 1:
         ratios = ", ".join(f"{100 * r:.1f}%" for r in s["overhead_ratio_p50_per_run"])
-        lines.append(f"runs: {s['runs']} (a fresh server each); overhead at p50 per run: {ratios}")
+        of_model = ", ".join(f"{100 * r:.1f}%" for r in s.get("overhead_vs_model_p50_per_run", []))
+        lines.append(
+            f"runs: {s['runs']} (a fresh server each); overhead at p50 per run: {ratios} of latency, {of_model} of model time"
+        )
     if "cpu_steal_share" in s:
         lines.append(
             f"host CPU steal during the runs: {100 * s['cpu_steal_share']:.1f}% of the machine's CPU time"

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import subprocess
 import sys
 import threading
 import time
+
+from aigc_code.server.transport import FrameParser
 
 
 def frame(body: bytes | str) -> bytes:
@@ -30,20 +33,19 @@ class RawClient:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        out = self.proc.stdout
+        """Messages from the server's stdout, cut by the server's own framing (`FrameParser`)."""
+        fd, frames = self.proc.stdout.fileno(), FrameParser()
         while True:
-            length = None
-            while True:
-                line = out.readline()
-                if not line:
-                    self.messages.put(None)
-                    return
-                if line in (b"\r\n", b"\n"):
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            body = out.read(length)
-            self.messages.put(json.loads(body))
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                self.messages.put(None)
+                return
+            for body in frames.feed(data):
+                if isinstance(body, bytes):
+                    self.messages.put(json.loads(body))
 
     def send(self, data: bytes) -> None:
         with self.lock:
