@@ -9,7 +9,8 @@ path is exercised as it is in real use.
 
 Reported: p50/p95 of the latency of every inline completion, of those that ran the model, the
 model's own time (`aigcCode/lastTiming`: backend wall time), and the server
-overhead = (latency - model time) / latency. Latency is measured on the wire, from the request's
+overhead = (latency - model time) / latency, and the same difference as a share of model time.
+Latency is measured on the wire, from the request's
 bytes being written to the answer's last byte being read (`JsonRpcClient.timed_request`); the
 latency after this client's own JSON decoding is printed beside it.
 """
