@@ -331,6 +331,20 @@ def _walk_wrapped(parent: Node, syntax: Syntax) -> Iterable[tuple[Node, int]]:
             yield child, child.start_byte
 
 
+def _top_level(
+    tree: Tree, syntax: Syntax, language: str, src: bytes, imports: list[tuple[int, int, str]]
+) -> Iterable[tuple[Node, int]]:
+    """(node, start byte) of the file's top-level definitions (through wrappers); its imports are
+    appended to `imports` on the way, and nodes of kinds that make no definition are skipped."""
+    kinds = definition_kinds(syntax, language)
+    for node, start in _walk_wrapped(tree.root_node, syntax):
+        kind = node.type
+        if kind in syntax.imports:
+            imports.append((node.start_byte, node.end_byte, _text(src, node).rstrip()))
+        elif kind in kinds:
+            yield node, start
+
+
 def index_file(
     text: str, tree: Tree | None, language: str, src: bytes | None = None, chunk_lines: int = 30
 ) -> FileIndex:
@@ -341,14 +355,7 @@ def index_file(
     src = src if src is not None else text.encode("utf-8")
     imports: list[tuple[int, int, str]] = []
     definitions: list[Definition] = []
-    kinds = definition_kinds(syntax, language)
-    for node, start in _walk_wrapped(tree.root_node, syntax):
-        kind = node.type
-        if kind in syntax.imports:
-            imports.append((node.start_byte, node.end_byte, _text(src, node).rstrip()))
-            continue
-        if kind not in kinds:
-            continue
+    for node, start in _top_level(tree, syntax, language, src, imports):
         defn = _definition(node, src, syntax, language, start=start)
         if defn is not None:
             definitions.append(defn)
@@ -368,14 +375,7 @@ def named_definitions(
         return [], {}
     imports: list[tuple[int, int, str]] = []
     table: dict[str, list[tuple[Definition, Definition | None]]] = {}
-    kinds = definition_kinds(syntax, language)
-    for node, start in _walk_wrapped(tree.root_node, syntax):
-        kind = node.type
-        if kind in syntax.imports:
-            imports.append((node.start_byte, node.end_byte, _text(src, node).rstrip()))
-            continue
-        if kind not in kinds:
-            continue
+    for node, start in _top_level(tree, syntax, language, src, imports):
         defn = _named_definition(node, start, src, syntax, language, names)
         if defn is None:
             continue

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,9 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aigc_code.bench.lspclient import frame
+from aigc_code.bench.lspclient import frame, read_frames
 from aigc_code.languages import language_for_path
-from aigc_code.server.transport import FrameParser
 
 BOUNDARY = set(" \t\n.(,:=[{")
 # seconds between typed characters: a very fast typist (~100 words a minute is ~0.1 s a character).
@@ -138,22 +136,12 @@ class JsonRpcClient:
         threading.Thread(target=self._read, name="bench-lsp-reader", daemon=True).start()
 
     def _read(self) -> None:
-        fd, frames = self.proc.stdout.fileno(), FrameParser()
-        while True:
-            try:
-                data = os.read(fd, 1 << 16)
-            except OSError:
-                data = b""
-            arrived = time.perf_counter()
-            try:
-                if not data:
-                    self.loop.call_soon_threadsafe(self._close)
-                    return
-                for body in frames.feed(data):  # the server's own framing (no oversized answers)
-                    if isinstance(body, bytes):
-                        self.loop.call_soon_threadsafe(self._deliver, body, arrived)
-            except RuntimeError:  # the benchmark is over: its event loop is closed
-                return
+        try:
+            for body, arrived in read_frames(self.proc.stdout.fileno()):
+                self.loop.call_soon_threadsafe(self._deliver, body, arrived)
+            self.loop.call_soon_threadsafe(self._close)
+        except RuntimeError:  # the benchmark is over: its event loop is closed
+            return
 
     def _close(self) -> None:
         for future in self.pending.values():

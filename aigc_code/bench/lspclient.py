@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from aigc_code.server.transport import FrameParser
 
@@ -20,6 +21,23 @@ from aigc_code.server.transport import FrameParser
 def frame(body: bytes | str) -> bytes:
     data = body.encode() if isinstance(body, str) else body
     return b"Content-Length: %d\r\n\r\n" % len(data) + data
+
+
+def read_frames(fd: int) -> Iterator[tuple[bytes, float]]:
+    """Message bodies from a server's stdout as they arrive, cut by the server's own framing
+    (`FrameParser`), each with the moment its last byte was read; ends when the output does."""
+    parser = FrameParser()
+    while True:
+        try:
+            data = os.read(fd, 1 << 16)
+        except OSError:
+            return
+        if not data:
+            return
+        arrived = time.perf_counter()
+        for body in parser.feed(data):
+            if isinstance(body, bytes):
+                yield body, arrived
 
 
 class RawClient:
@@ -33,19 +51,9 @@ class RawClient:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        """Messages from the server's stdout, cut by the server's own framing (`FrameParser`)."""
-        fd, frames = self.proc.stdout.fileno(), FrameParser()
-        while True:
-            try:
-                data = os.read(fd, 1 << 16)
-            except OSError:
-                data = b""
-            if not data:
-                self.messages.put(None)
-                return
-            for body in frames.feed(data):
-                if isinstance(body, bytes):
-                    self.messages.put(json.loads(body))
+        for body, _ in read_frames(self.proc.stdout.fileno()):
+            self.messages.put(json.loads(body))
+        self.messages.put(None)
 
     def send(self, data: bytes) -> None:
         with self.lock:
