@@ -10,9 +10,9 @@ path is exercised as it is in real use.
 Reported: p50/p95 of the latency of every inline completion, of those that ran the model, the
 model's own time (`aigcCode/lastTiming`: backend wall time), and the server
 overhead = (latency - model time) / latency, and the same difference as a share of model time.
-Latency is measured on the wire, from the request's
-bytes being written to the answer's last byte being read (`JsonRpcClient.timed_request`); the
-latency after this client's own JSON decoding is printed beside it.
+Latency is measured on the wire, from the request's bytes being written to the answer's last byte
+being read (`JsonRpcClient.timed_request`); the latency after this client's own JSON decoding is
+printed beside it.
 """
 
 from __future__ import annotations
@@ -396,7 +396,7 @@ def _run_lines(s: dict) -> list[str]:
     lines = []
     if s.get("runs", 1) > 1:
         ratios = ", ".join(f"{100 * r:.1f}%" for r in s["overhead_ratio_p50_per_run"])
-        of_model = ", ".join(f"{100 * r:.1f}%" for r in s.get("overhead_vs_model_p50_per_run", []))
+        of_model = ", ".join(f"{100 * r:.1f}%" for r in s["overhead_vs_model_p50_per_run"])
         lines.append(
             f"runs: {s['runs']} (a fresh server each); overhead at p50 per run: {ratios} of latency, {of_model} of model time"
         )
