@@ -36,6 +36,7 @@ from aigc_code.fastdecode import build_fast_lm, keep_last_kwargs
 from aigc_code.fim import FimTokens, detect_fim, repo_markers
 from aigc_code.generation import CancellationToken, Candidate, GenerationConfig, GenerationResult
 from aigc_code.loading import Loaded, load_model
+from aigc_code.piececount import PieceCounter
 from aigc_code.vocab import TextEncoder, TokenTable, adds_bos, control_tokens, token_strings
 
 TRUNCATE_CHUNK = 64  # tokens
@@ -76,6 +77,7 @@ class Engine:
         self._controls = control_tokens(self.tokenizer)
         self._control_ids = set(self._controls.values())
         self._encode_text = TextEncoder(self.tokenizer, self._controls)
+        self._pieces = PieceCounter.for_tokenizer(self.tokenizer)  # counts without the Rust call, when exact
         self._adds_bos = adds_bos(self.tokenizer)
         self._stop_ids = self._collect_stop_ids()
         self._cache_kw = _cache_kwarg(self.model)
@@ -99,7 +101,8 @@ class Engine:
         return self._encode_text(text)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
+        counted = self._pieces.count(text) if self._pieces is not None else None
+        return counted if counted is not None else len(self.encode(text))
 
     def _kept_tokens(self, text: str, max_tokens: int, tail: bool) -> str | None:
         """The text of `text`'s last (`tail`) or first `max_tokens` tokens; None when all of it fits.
