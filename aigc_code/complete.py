@@ -53,17 +53,27 @@ def repository_root(file: Path) -> Path | None:
     return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
 
-def workspace_for(file: Path, settings):
-    """A workspace index over the file's repository (its git root), built now; None outside a repository
-    or when the setting is off."""
+def workspace_for(file: Path, settings, root: Path | None = None):
+    """A workspace index over the file's repository (`root`, default its git root), built now; None
+    outside a repository or when the setting is off."""
     if not settings.workspace_index:
         return None
-    root = repository_root(file.resolve())
+    root = root or repository_root(file.resolve())
     if root is None:
         return None
     from aigc_code.workspace import build_index
 
     return build_index([root], settings)
+
+
+def _shown_path(file: Path, root: Path | None) -> str:
+    """The path the model sees: relative to the repository, as the server shows a workspace file."""
+    if root is not None:
+        try:
+            return file.resolve().relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return str(file)
 
 
 def complete_file(file: Path, line: int, column: int, settings=None, workspace: bool = True) -> dict:
@@ -80,8 +90,12 @@ def complete_file(file: Path, line: int, column: int, settings=None, workspace: 
     text = read_source(file)
     prefix, _ = split_at(text, line, column)
     backend = backend_from_settings(settings)
-    index = workspace_for(file, settings) if workspace else None
-    outcome = complete_once(text, len(prefix), str(file), language, settings, backend, workspace=index)
+    root = repository_root(file.resolve())
+    index = workspace_for(file, settings, root) if workspace else None
+    shown = _shown_path(file, root)
+    outcome = complete_once(
+        text, len(prefix), str(file), language, settings, backend, workspace=index, shown_path=shown
+    )
     timing = outcome.timing
     return {
         "file": str(file),

@@ -295,16 +295,19 @@ def complete_once(
     invoked: bool = True,
     others: list[tuple[Snapshot, str]] | None = None,
     cancel: CancellationToken | None = None,
+    shown_path: str | None = None,
 ) -> CompletionOutcome:
     """One completion at `str` index `cursor` of `text` through the very pipeline the LSP server runs.
 
-    `path` is the file's path (shown to the model; used for workspace lookups when `workspace`
-    is given)."""
+    `path` is the file's path on disk (workspace lookups when `workspace` is given); the model is
+    shown `shown_path` (default: `path`): the server shows a path relative to its workspace folder,
+    and a prompt must not depend on where a benchmark keeps its copy of a repository."""
     from pathlib import Path
 
     doc = Snapshot.parse(text, language or None, Path(path).absolute().as_uri())
     pipeline = CompletionPipeline(lambda _s: backend, cache=SuggestionCache(capacity=0), workspace=workspace)
+    file_path = str(Path(path).absolute())
     request = CompletionRequest(
-        doc, path, cursor, settings, others=others or [], invoked=invoked, file_path=str(Path(path).absolute())
+        doc, shown_path or path, cursor, settings, others=others or [], invoked=invoked, file_path=file_path
     )
     return pipeline.run(request, cancel)

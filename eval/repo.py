@@ -232,6 +232,7 @@ def _complete_hole(hole: Hole, root: Path, configs, base, backend, index, done) 
                 backend,
                 workspace=workspace,
                 invoked=True,
+                shown_path=hole.rel,  # as the server shows it, the repository opened as the workspace
             )
             latency = (time.perf_counter() - t0) * 1000
             best = outcome.suggestions[0].text if outcome.suggestions else ""

@@ -60,3 +60,42 @@ def test_repository_benchmark_on_a_fixture(tmp_path, tiny_model):
     assert again.returncode == 0 and len((out / "results.jsonl").read_text().splitlines()) == 8
     other = subprocess.run([*cmd[:-1], "16"], capture_output=True, text=True, timeout=300)
     assert other.returncode == 1 and "other settings" in other.stderr
+
+
+class _PromptRecorder:
+    """The real backend, with the prompts it was given kept."""
+
+    def __init__(self, backend):
+        self.backend, self.prefixes = backend, []
+        self.kind, self.max_context, self.tokens = backend.kind, backend.max_context, backend.tokens
+
+    def complete(self, prefix, suffix, request, cancel=None, **kw):
+        self.prefixes.append(prefix)
+        return self.backend.complete(prefix, suffix, request, cancel, **kw)
+
+
+def test_the_model_sees_the_repository_path_not_the_benchmarks_copy(tmp_path, tiny_model):
+    """The server shows a path relative to the workspace folder; the benchmark (and a prompt's
+    outcome) must not depend on where `--out` keeps its copy of the repository."""
+    from aigc_code.eval.repo import Hole, _complete_hole
+
+    from aigc_code.backends import make_backend
+    from aigc_code.settings import Settings
+    from aigc_code.workspace import build_index
+
+    backend = _PromptRecorder(make_backend("local", model=str(tiny_model)))
+    settings = Settings(max_new_tokens=4, temperature=0.0)
+    outcomes = []
+    for where in ("a", "a-much-longer-place-for-the-copy"):
+        root = tmp_path / where / "fixture"
+        (root / "pkg").mkdir(parents=True)
+        filler = "".join(f"def step_{i}(value):\n    return value + {i}\n\n\n" for i in range(150))
+        (root / "pkg" / "app.py").write_text(
+            f"import os\nimport sys\n\n\n{filler}def main():\n    return os.getcwd()\n"
+        )
+        hole = Hole("fixture", "pkg/app.py", 4 + 4 * 150 + 1, "    ", "return os.getcwd()")
+        index = build_index([root], settings)
+        records = list(_complete_hole(hole, root, ("none",), settings, backend, index, set()))
+        outcomes.append([r["suggestion"] for r in records])
+        assert "pkg/app.py" in backend.prefixes[-1] and str(tmp_path) not in backend.prefixes[-1]
+    assert backend.prefixes[0] == backend.prefixes[1] and outcomes[0] == outcomes[1]
