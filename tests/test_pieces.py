@@ -27,6 +27,8 @@ def _samples() -> list[str]:
     files = [stdlib / "textwrap.py", stdlib / "json" / "decoder.py", ROOT / "aigc_code" / "prompt.py"]
     files += sorted((ROOT / "editors").rglob("*.js"))[:3]
     texts = [f.read_text(encoding="utf-8", errors="replace") for f in files if f.is_file()]
+    texts += [texts[0].replace("\n", "\r\n"), texts[1].replace("    ", "\t")]  # CRLF, tabs
+    texts.append("''s 're 'S 'LL 1234567 12 x1y2 a\r\rb\r\n\r\n  \r\n\t\t x")
     texts.append('func main() {\n\tfmt.Println("héllo", 42)\n}\nfn add(a: i64) -> i64 { a + 1 }\n')
     texts.append("int main() { std::vector<int> v{1, 2}; return v[0]; }\n<fim_prefix>x<|endoftext|>\x0b\x1c end")
     rnd = random.Random(7)
