@@ -58,6 +58,7 @@ class Timing:
     postprocess_ms: float = 0.0
     pipeline_ms: float = 0.0  # everything in the worker
     total_ms: float = 0.0  # request received -> response ready (set by the handler)
+    answered_at_ms: float = 0.0  # the server's time.perf_counter() (ms) just after the response was written
     prompt_tokens: int = 0
     generated_tokens: int = 0
     candidates: int = 0

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -40,14 +42,18 @@ class FrameWriter(StdoutWriter):
         with self._lock:
             super().write(data)
 
-    def write_message(self, payload: dict) -> bool:
+    def write_message(self, payload: dict, on_write: Callable[[float], None] | None = None) -> bool:
         """Write one message of plain JSON data at once; False when it is not plain data (pygls'
-        own path serializes lsprotocol objects)."""
+        own path serializes lsprotocol objects). `on_write` gets time.perf_counter() as the frame
+        goes to the pipe (before the write: whoever reads the answer then sees what it set)."""
         try:
             body = json.dumps(payload).encode()
         except (TypeError, ValueError):
             return False
-        self.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        data = b"Content-Length: %d\r\n\r\n" % len(body) + body
+        if on_write is not None:
+            on_write(time.perf_counter())
+        self.write(data)
         return True
 
 

@@ -25,6 +25,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -432,7 +433,7 @@ class AigcServer(LanguageServer):
             self.reply(pending, answer.cancelled_response(pending.msg_id))
         else:
             result = self._render(pending.method, pending.params, request, outcome)
-            self.reply(pending, answer.response(pending.msg_id, result))
+            self.reply(pending, answer.response(pending.msg_id, result), outcome.timing if outcome else None)
 
     def _render(self, method: str, params, request: CompletionRequest | None, outcome: CompletionOutcome | None):
         if method == types.TEXT_DOCUMENT_INLINE_COMPLETION:
@@ -457,21 +458,24 @@ class AigcServer(LanguageServer):
                 token.cancel()
             self.inflight.clear()
 
-    def reply(self, pending: Pending, payload: dict) -> None:
+    def reply(self, pending: Pending, payload: dict, timing: Timing | None = None) -> None:
         """The one answer to a pending request (a cancellation may have answered it already);
-        the request stops being in flight."""
+        the request stops being in flight. `timing.answered_at_ms` gets the moment the answer goes
+        to the client (perf_counter: one clock for every process on this machine, `bench lsp`'s too)."""
         self._release(pending)
         if pending.claim():
-            self.send_payload(payload)
+            stamp = None if timing is None else (lambda t: setattr(timing, "answered_at_ms", t * 1000))
+            self.send_payload(payload, stamp)
 
-    def send_payload(self, payload: dict) -> None:
+    def send_payload(self, payload: dict, on_write: Callable[[float], None] | None = None) -> None:
         """Write a JSON-RPC message from any thread: a stdio frame at once (`FrameWriter`), any
-        other transport on the loop."""
+        other transport on the loop. `on_write` gets time.perf_counter() as the message goes out."""
         writer = self.protocol.writer
-        if isinstance(writer, FrameWriter):
-            if not writer.write_message(payload):
-                self.protocol._send_data(payload)
-        elif self._loop is None:
+        if isinstance(writer, FrameWriter) and writer.write_message(payload, on_write):
+            return
+        if on_write is not None:
+            on_write(time.perf_counter())
+        if isinstance(writer, FrameWriter) or self._loop is None:
             self.protocol._send_data(payload)
         else:
             self._loop.call_soon_threadsafe(self.protocol._send_data, payload)

@@ -18,6 +18,10 @@ def test_bench_lsp_short_run(tiny_model):
     assert summary["latency_p50_ms"] > 0 and 0 <= summary["overhead_ratio_total"] < 1
     if summary["model_requests"]:  # the wire latency ends when the answer arrives, before the client decodes it
         assert summary["client_latency_p50_ms"] >= summary["model_latency_p50_ms"] > 0
+        # every answer the model made carries the server's stamp of its write, on this machine's one clock
+        assert summary["server_stamped"] == summary["model_requests"]
+        assert 0 < summary["answered_p50_ms"] <= summary["model_latency_p50_ms"]
+        assert summary["client_wake_p50_ms"] >= 0 and "on the server's side of the pipe" in lines[0]
     assert "server overhead" in lines[0] and "p95" in lines[0] and "latency (wire" in lines[0]
     if Path("/proc/stat").is_file():  # Linux: the host's steal share is reported beside the ratio
         assert 0 <= summary["cpu_steal_share"] <= 1 and "host CPU steal" in lines[0]

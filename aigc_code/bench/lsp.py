@@ -63,6 +63,7 @@ class Sample:
     mode: str
     suggestions: int
     client_ms: float = 0.0  # latency_ms plus this client's own decoding of the answer
+    answered_ms: float = 0.0  # request written -> the server's response written (its stamp, one clock); 0: none
 
 
 @dataclass
@@ -95,6 +96,8 @@ class BenchResult:
         over_model = [(s.latency_ms - s.model_ms) / s.model_ms for s in model_runs]
         in_server = [s.server_ms - s.model_ms for s in model_runs]  # handler + pipeline, without the model
         transport = [s.latency_ms - s.server_ms for s in model_runs]  # JSON-RPC both ways, both sides
+        stamped = [s for s in model_runs if s.answered_ms > 0]
+        server_side = [(s.answered_ms - s.model_ms) / s.model_ms for s in stamped]
         total_lat = sum(lat_model)
         return {
             "requests": len(self.samples),
@@ -113,6 +116,11 @@ class BenchResult:
             "overhead_ratio_p50": statistics.median(overhead) if overhead else 0.0,
             "overhead_ratio_total": (total_lat - sum(model)) / total_lat if total_lat else 0.0,
             "overhead_vs_model_p50": statistics.median(over_model) if over_model else 0.0,
+            # the server's side of the pipe: request written -> response written (excludes this client's wake-up)
+            "answered_p50_ms": pct([s.answered_ms for s in stamped], 0.5),
+            "client_wake_p50_ms": pct([s.latency_ms - s.answered_ms for s in stamped], 0.5),
+            "server_overhead_vs_model_p50": statistics.median(server_side) if server_side else 0.0,
+            "server_stamped": len(stamped),
             "accepted_chars": self.accepted_chars,
             "typed_chars": self.typed_chars,
             "startup_s": self.startup_s,
@@ -169,8 +177,9 @@ class JsonRpcClient:
     def notify(self, method: str, params) -> None:
         self._write({"jsonrpc": "2.0", "method": method, "params": params})
 
-    async def timed_request(self, method: str, params=None) -> tuple[object, float]:
-        """The request's result and its latency on the wire, in ms."""
+    async def timed_request(self, method: str, params=None) -> tuple[object, float, float]:
+        """The request's result, its latency on the wire in ms, and when its bytes went out
+        (time.perf_counter(), s)."""
         self.ids += 1
         future = self.loop.create_future()
         self.pending[self.ids] = future
@@ -181,7 +190,7 @@ class JsonRpcClient:
             raise RuntimeError(f"{method}: no reply from the server in {REPLY_TIMEOUT_S:.0f} s") from None
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error'].get('message')}")
-        return reply.get("result"), (arrived - sent) * 1000
+        return reply.get("result"), (arrived - sent) * 1000, sent
 
     async def request(self, method: str, params=None):
         return (await self.timed_request(method, params))[0]
@@ -215,10 +224,11 @@ class _Session:
     async def complete(self, uri: str, name: str, text: str, index: int) -> str:
         params = {"context": {"triggerKind": 2}, "textDocument": {"uri": uri}, "position": _position(text, index)}
         start = time.perf_counter()
-        answer, latency = await self.client.timed_request("textDocument/inlineCompletion", params)
+        answer, latency, sent = await self.client.timed_request("textDocument/inlineCompletion", params)
         client_ms = (time.perf_counter() - start) * 1000
         timing = await self.client.request("aigcCode/lastTiming") or {}
         items = (answer or {}).get("items", []) if isinstance(answer, dict) else answer or []
+        answered = float(timing.get("answered_at_ms", 0.0)) - sent * 1000
         self.result.samples.append(
             Sample(
                 name,
@@ -229,6 +239,7 @@ class _Session:
                 str(timing.get("mode", "")),
                 len(items),
                 client_ms,
+                answered if 0 < answered <= latency else 0.0,  # the server's clock is this machine's
             )
         )
         first = items[0]["insertText"] if items else ""
@@ -352,19 +363,21 @@ def bench_lsp(
     if endpoint:
         cmd += ["--endpoint", endpoint]
     settings = {"maxNewTokens": max_new_tokens, "contextTokens": context_tokens, "temperature": 0.0}
-    pooled, per_run, per_run_model = BenchResult(), [], []
+    pooled, per_run, per_run_model, per_run_server = BenchResult(), [], [], []
     cpu_before = _cpu_jiffies()
     for _ in range(max(1, runs)):
         result = asyncio.run(_run(paths, cmd, settings, requests_per_file, type_chars, ready_timeout_s))
         run_summary = result.summary()
         per_run.append(run_summary["overhead_ratio_p50"])
         per_run_model.append(run_summary["overhead_vs_model_p50"])
+        per_run_server.append(run_summary["server_overhead_vs_model_p50"])
         pooled.add(result)
     cpu_after = _cpu_jiffies()
     summary = pooled.summary()
     summary["runs"] = len(per_run)
     summary["overhead_ratio_p50_per_run"] = per_run
     summary["overhead_vs_model_p50_per_run"] = per_run_model
+    summary["server_overhead_vs_model_p50_per_run"] = per_run_server
     if cpu_before and cpu_after and cpu_after[1] > cpu_before[1]:
         summary["cpu_steal_share"] = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
     if echo is not None:
@@ -386,10 +399,21 @@ def format_summary(s: dict, paths: list[Path]) -> str:
             f" {100 * s['overhead_vs_model_p50']:.1f}% of model time (median)"
             f" (p50: {s['server_non_model_p50_ms']:.1f} ms in the server beside the model, "
             f"{s['transport_p50_ms']:.1f} ms JSON-RPC both ways)",
+            *_server_side_lines(s),
             f"accepted {s['accepted_chars']} of {s['accepted_chars'] + s['typed_chars']} characters; server ready in {s['startup_s']:.1f} s",
             *_run_lines(s),
         ]
     )
+
+
+def _server_side_lines(s: dict) -> list[str]:
+    if not s.get("server_stamped"):
+        return []
+    return [
+        f"on the server's side of the pipe (request written -> its answer written, {s['server_stamped']} stamped):"
+        f" p50 {s['answered_p50_ms']:.1f} ms, overhead {100 * s['server_overhead_vs_model_p50']:.1f}% of model time"
+        f" (median); this client woke {s['client_wake_p50_ms']:.2f} ms (p50) after the answer was written"
+    ]
 
 
 def _run_lines(s: dict) -> list[str]:
@@ -397,8 +421,10 @@ def _run_lines(s: dict) -> list[str]:
     if s.get("runs", 1) > 1:
         ratios = ", ".join(f"{100 * r:.1f}%" for r in s["overhead_ratio_p50_per_run"])
         of_model = ", ".join(f"{100 * r:.1f}%" for r in s["overhead_vs_model_p50_per_run"])
+        server_side = ", ".join(f"{100 * r:.1f}%" for r in s["server_overhead_vs_model_p50_per_run"])
         lines.append(
-            f"runs: {s['runs']} (a fresh server each); overhead at p50 per run: {ratios} of latency, {of_model} of model time"
+            f"runs: {s['runs']} (a fresh server each); overhead at p50 per run: {ratios} of latency, {of_model} of model time;"
+            f" on the server's side: {server_side} of model time"
         )
     if "cpu_steal_share" in s:
         lines.append(
