@@ -196,8 +196,8 @@ class Engine:
     def _heal(self, ids: list[int]) -> tuple[list[int], str]:
         if not ids or ids[-1] in self._special_ids:
             return ids, ""
-        head = self.tokenizer.decode(ids[:-1])
-        full = self.tokenizer.decode(ids)
+        head = self.decode_ids(ids[:-1])
+        full = self.decode_ids(ids)
         if not full.startswith(head) or "\ufffd" in full[len(head) :]:
             return ids, ""  # the last token is part of a multi-byte character: leave it
         return ids[:-1], full[len(head) :]
