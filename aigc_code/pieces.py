@@ -10,7 +10,7 @@ a request's prompt; the split here and the lookups ~0.07 ms for the line (docs/b
 
 `PieceCache` answers only when the split is provably the tokenizer's own: printable ASCII (plus tab
 and line breaks, where every regex engine's classes agree), no added token's text in it, at most
-MAX_CHARS long (a long text is encoded once, not per keystroke: Rust does it best); otherwise it returns None and the
+MAX_CHARS long (a long text is encoded once, not per keystroke); otherwise it returns None and the
 caller encodes as before. Tokenizers of any other shape (another normalizer, several splits, BPE
 dropout, not BPE) get no cache at all.
 """
