@@ -81,50 +81,60 @@ class BenchResult:
         self.startup_s = max(self.startup_s, other.startup_s)
 
     def summary(self) -> dict:
-        def pct(values: list[float], q: float) -> float:
-            if not values:
-                return 0.0
-            values = sorted(values)
-            return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
-
         model_runs = [s for s in self.samples if s.model_ms > 0]
         lat = [s.latency_ms for s in self.samples]
         lat_model = [s.latency_ms for s in model_runs]
-        client = [s.client_ms for s in model_runs]
         model = [s.model_ms for s in model_runs]
         overhead = [(s.latency_ms - s.model_ms) / s.latency_ms for s in model_runs if s.latency_ms > 0]
         over_model = [(s.latency_ms - s.model_ms) / s.model_ms for s in model_runs]
         in_server = [s.server_ms - s.model_ms for s in model_runs]  # handler + pipeline, without the model
         transport = [s.latency_ms - s.server_ms for s in model_runs]  # JSON-RPC both ways, both sides
-        stamped = [s for s in model_runs if s.answered_ms > 0]
-        server_side = [(s.answered_ms - s.model_ms) / s.model_ms for s in stamped]
         total_lat = sum(lat_model)
         return {
             "requests": len(self.samples),
             "model_requests": len(model_runs),
             "cache_hits": sum(s.cache_hit for s in self.samples),
             "no_completion": sum(s.mode == "none" for s in self.samples),
-            "latency_p50_ms": pct(lat, 0.5),
-            "latency_p95_ms": pct(lat, 0.95),
-            "model_latency_p50_ms": pct(lat_model, 0.5),
-            "model_latency_p95_ms": pct(lat_model, 0.95),
-            "client_latency_p50_ms": pct(client, 0.5),
-            "model_time_p50_ms": pct(model, 0.5),
-            "model_time_p95_ms": pct(model, 0.95),
-            "server_non_model_p50_ms": pct(in_server, 0.5),
-            "transport_p50_ms": pct(transport, 0.5),
-            "overhead_ratio_p50": statistics.median(overhead) if overhead else 0.0,
+            "latency_p50_ms": _pct(lat, 0.5),
+            "latency_p95_ms": _pct(lat, 0.95),
+            "model_latency_p50_ms": _pct(lat_model, 0.5),
+            "model_latency_p95_ms": _pct(lat_model, 0.95),
+            "client_latency_p50_ms": _pct([s.client_ms for s in model_runs], 0.5),
+            "model_time_p50_ms": _pct(model, 0.5),
+            "model_time_p95_ms": _pct(model, 0.95),
+            "server_non_model_p50_ms": _pct(in_server, 0.5),
+            "transport_p50_ms": _pct(transport, 0.5),
+            "overhead_ratio_p50": _median(overhead),
             "overhead_ratio_total": (total_lat - sum(model)) / total_lat if total_lat else 0.0,
-            "overhead_vs_model_p50": statistics.median(over_model) if over_model else 0.0,
-            # the server's side of the pipe: request written -> response written (excludes this client's wake-up)
-            "answered_p50_ms": pct([s.answered_ms for s in stamped], 0.5),
-            "client_wake_p50_ms": pct([s.latency_ms - s.answered_ms for s in stamped], 0.5),
-            "server_overhead_vs_model_p50": statistics.median(server_side) if server_side else 0.0,
-            "server_stamped": len(stamped),
+            "overhead_vs_model_p50": _median(over_model),
+            **_server_side(model_runs),
             "accepted_chars": self.accepted_chars,
             "typed_chars": self.typed_chars,
             "startup_s": self.startup_s,
         }
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _server_side(model_runs: list[Sample]) -> dict:
+    """The server's side of the pipe: request written -> its answer written (the server's stamp),
+    which leaves out this client's own wake-up to read the answer."""
+    stamped = [s for s in model_runs if s.answered_ms > 0]
+    return {
+        "answered_p50_ms": _pct([s.answered_ms for s in stamped], 0.5),
+        "client_wake_p50_ms": _pct([s.latency_ms - s.answered_ms for s in stamped], 0.5),
+        "server_overhead_vs_model_p50": _median([(s.answered_ms - s.model_ms) / s.model_ms for s in stamped]),
+        "server_stamped": len(stamped),
+    }
 
 
 class JsonRpcClient:
