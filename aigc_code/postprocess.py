@@ -183,6 +183,20 @@ def _block_around(root: Node, first: int, line_start: int) -> tuple[Node, Node |
     return chain[b_index], (chain[b_index - 1] if b_index > 0 else None)
 
 
+def _added_inside(block: Node, c: int, e: int) -> int:
+    """End byte of the last child that the insertion [c, e) added inside `block`, with the separator
+    that follows it (`I: Iterator,` in a where clause, `A: 1,` in a Go literal), else `c`."""
+    cut = c
+    children = block.children
+    for k, child in enumerate(children):
+        if child.is_named and c < child.end_byte <= e:
+            cut = child.end_byte
+            after = children[k + 1] if k + 1 < len(children) else None
+            if after is not None and not after.is_named and after.type in (",", ";") and after.end_byte <= e:
+                cut = after.end_byte
+    return cut
+
+
 def trim_block(text: str, site: Site) -> str:
     """Cut a multi-line suggestion at the end of the block it opened, or where it leaves the
     block that encloses the cursor's line."""
@@ -204,8 +218,7 @@ def trim_block(text: str, site: Site) -> str:
         # keep what it added inside that block.
         # keep what it added inside that block -- and the closer too when the document lacked it
         # (the insertion removes syntax errors: an infilled `}` is the answer, not a runaway).
-        ends = [ch.end_byte for ch in block.named_children if c < ch.end_byte <= e]
-        cut = max(ends) if ends else c
+        cut = _added_inside(block, c, e)
         if count_errors(root) < site.baseline_errors():
             cut = block.end_byte
     elif (

@@ -84,6 +84,17 @@ def site(language: str, marked: str, mode: str = MULTI) -> Site:
             "if (a > 0) {\n      g(a);\n    }\n    h(a);\n  }\n}\n",
             "if (a > 0) {\n      g(a);\n    }\n    h(a);",
         ),
+        # The last element added inside a list-like block keeps its separator (a multi-line Go
+        # literal needs it; Rust where clauses, JavaScript objects and Python lists carry it).
+        (
+            "rust",
+            "fn f<I>(it: I)\nwhere\n    |\n{\n    drop(it);\n}\n",
+            "I: Iterator,\n{\n    drop(it);\n}\n\nfn g() {}\n",
+            "I: Iterator,",
+        ),
+        ("go", "package main\n\nvar p = Point{\n\t|\n}\n", "X: 1,\n\tY: 2,\n}\n\nfunc g() {}\n", "X: 1,\n\tY: 2,"),
+        ("javascript", "const o = {\n  |\n};\n", "a: 1,\n  b: 2,\n};\n\nfunction g() {}\n", "a: 1,\n  b: 2,"),
+        ("python", "xs = [\n    |\n]\n", "1,\n    2,\n]\nprint(xs)\n", "1,\n    2,"),
     ],
 )
 def test_trim_at_block_end(language, doc, raw, expected):
