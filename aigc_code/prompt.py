@@ -256,14 +256,15 @@ def _retrieved_sections(retrieved: Sequence, window: str, room: _Room) -> list[S
         text = chunk.text.rstrip("\n")
         if not text.strip() or text in window:
             continue
-        c = room.cost(chunk.path, text)
+        path = getattr(chunk, "shown_path", "") or chunk.path
+        c = room.cost(path, text)
         if c > room.left:  # a small context: the chunk's first lines, when a few of them fit
-            text = _first_lines_within(text, room, chunk.path)
-            c = room.cost(chunk.path, text) if text else c
+            text = _first_lines_within(text, room, path)
+            c = room.cost(path, text) if text else c
             if not text or c > room.left:
                 continue
         room.left -= c
-        sections.append(Section("retrieved", chunk.path, text, c))
+        sections.append(Section("retrieved", path, text, c))
     return sections
 
 

@@ -95,7 +95,9 @@ def test_the_model_sees_the_repository_path_not_the_benchmarks_copy(tmp_path, ti
         )
         hole = Hole("fixture", "pkg/app.py", 4 + 4 * 150 + 1, "    ", "return os.getcwd()")
         index = build_index([root], settings)
-        records = list(_complete_hole(hole, root, ("none",), settings, backend, index, set()))
+        records = list(_complete_hole(hole, root, ("none", "context"), settings, backend, index, set()))
         outcomes.append([r["suggestion"] for r in records])
-        assert "pkg/app.py" in backend.prefixes[-1] and str(tmp_path) not in backend.prefixes[-1]
-    assert backend.prefixes[0] == backend.prefixes[1] and outcomes[0] == outcomes[1]
+        none, context = backend.prefixes[-2:]
+        assert "pkg/app.py" in none and context != none  # the index retrieved a chunk (of this same file)
+        assert str(tmp_path) not in none + context
+    assert backend.prefixes[:2] == backend.prefixes[2:] and outcomes[0] == outcomes[1]

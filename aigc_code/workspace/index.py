@@ -98,6 +98,7 @@ class WorkspaceIndex:
         self._bytes = 0
         self._drops_since_check = 0
         self._ready = False
+        self._shown: dict[str, str] = {}  # path -> path inside its workspace folder (what the model is shown)
         self._path_cache: dict[str, str | None] = {}
         self._pending: dict[str, str] = {}  # editor buffers not indexed yet (see `buffer`)
         self.last_report: dict = {}
@@ -468,10 +469,27 @@ class WorkspaceIndex:
             text = doc.lines(first, last)
             if self._rejected(doc, first, last, text, excluded, exclude_tokens, own, chosen):
                 continue
-            chosen.append(RetrievedChunk(doc.path, text, hit.score, first, doc.language))
+            chosen.append(RetrievedChunk(doc.path, text, hit.score, first, doc.language, self.shown_path(doc.path)))
             if len(chosen) >= max_chunks:
                 break
         return chosen
+
+    def shown_path(self, path: str) -> str:
+        """`path` inside the workspace folder that holds it, as the server shows a document to the model
+        (a prompt must not depend on where the workspace lives on disk)."""
+        shown = self._shown.get(path)
+        if shown is None:
+            shown = path
+            for root in self.roots:
+                try:
+                    shown = Path(path).relative_to(root).as_posix()
+                    break
+                except ValueError:
+                    continue
+            if len(self._shown) > 65536:
+                self._shown.clear()
+            self._shown[path] = shown
+        return shown
 
     @staticmethod
     def _rejected(doc, first, last, text, excluded, exclude_tokens, own, chosen) -> bool:

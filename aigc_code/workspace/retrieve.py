@@ -36,13 +36,15 @@ COMPATIBLE = {"typescript": "js", "typescriptreact": "js", "javascript": "js", "
 
 @dataclass
 class RetrievedChunk:
-    """A window of another (or the same) file; `start_line` is 0-based."""
+    """A window of another (or the same) file; `start_line` is 0-based; `shown_path`: its path inside
+    the workspace folder, what the model is shown."""
 
     path: str
     text: str
     score: float
     start_line: int
     language: str = ""
+    shown_path: str = ""
 
 
 def language_group(language: str | None) -> str:
