@@ -58,7 +58,7 @@ class Timing:
     postprocess_ms: float = 0.0
     pipeline_ms: float = 0.0  # everything in the worker
     total_ms: float = 0.0  # request received -> response ready (set by the handler)
-    answered_at_ms: float = 0.0  # the server's time.perf_counter() (ms) just after the response was written
+    answered_at_ms: float = 0.0  # the server's time.perf_counter() (ms) just before the response is written
     prompt_tokens: int = 0
     generated_tokens: int = 0
     candidates: int = 0
@@ -305,9 +305,10 @@ def complete_once(
     and a prompt must not depend on where a benchmark keeps its copy of a repository."""
     from pathlib import Path
 
-    doc = Snapshot.parse(text, language or None, Path(path).absolute().as_uri())
+    absolute = Path(path).absolute()
+    doc = Snapshot.parse(text, language or None, absolute.as_uri())
     pipeline = CompletionPipeline(lambda _s: backend, cache=SuggestionCache(capacity=0), workspace=workspace)
-    file_path = str(Path(path).absolute())
+    file_path = str(absolute)
     request = CompletionRequest(
         doc, shown_path or path, cursor, settings, others=others or [], invoked=invoked, file_path=file_path
     )
