@@ -104,7 +104,7 @@ class Engine:
 
     def count_tokens(self, text: str) -> int:
         counted = self._pieces.count(text) if self._pieces is not None else None
-        return counted if counted is not None else len(self.encode(text))
+        return counted if counted is not None else len(self._encode_text(text))
 
     def _kept_tokens(self, text: str, max_tokens: int, tail: bool) -> str | None:
         """The text of `text`'s last (`tail`) or first `max_tokens` tokens; None when all of it fits.
