@@ -68,12 +68,10 @@ def workspace_for(file: Path, settings, root: Path | None = None):
 
 def _shown_path(file: Path, root: Path | None) -> str:
     """The path the model sees: relative to the repository, as the server shows a workspace file."""
-    if root is not None:
-        try:
-            return file.resolve().relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return str(file)
+    from aigc_code.workspace.files import path_in_roots
+
+    shown = path_in_roots(file.resolve(), [root]) if root is not None else None
+    return shown or str(file)
 
 
 def complete_file(file: Path, line: int, column: int, settings=None, workspace: bool = True) -> dict:

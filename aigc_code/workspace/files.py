@@ -87,6 +87,17 @@ def inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def path_in_roots(path: Path, roots) -> str | None:
+    """`path` relative to the first of `roots` that holds it, with `/` separators (what the model is
+    shown for a workspace file, wherever the workspace lives on disk); None when no root holds it."""
+    for root in roots:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return None
+
+
 def safe_resolve(path: Path, root: Path) -> tuple[Path | None, str]:
     """(real path, "") when `path` resolves to a regular file inside `root`, else (None, reason)."""
     try:

@@ -26,7 +26,7 @@ from aigc_code.sourcefiles import read_text, reject_reason
 from . import copy as copymod
 from . import retrieve as retrmod
 from .copy import CopyCandidate, LineSegment
-from .files import IndexLimits, Skips, inside, list_candidates, resolve_root, safe_resolve
+from .files import IndexLimits, Skips, inside, list_candidates, path_in_roots, resolve_root, safe_resolve
 from .retrieve import BlockSegment, RetrievedChunk
 
 log = logging.getLogger("aigc_code.workspace")
@@ -479,13 +479,7 @@ class WorkspaceIndex:
         (a prompt must not depend on where the workspace lives on disk)."""
         shown = self._shown.get(path)
         if shown is None:
-            shown = path
-            for root in self.roots:
-                try:
-                    shown = Path(path).relative_to(root).as_posix()
-                    break
-                except ValueError:
-                    continue
+            shown = path_in_roots(Path(path), self.roots) or path
             if len(self._shown) > 65536:
                 self._shown.clear()
             self._shown[path] = shown
