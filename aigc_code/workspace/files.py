@@ -241,15 +241,20 @@ def _stream_git(root: Path, env: dict, limits: IndexLimits, skips: Skips, cancel
             *names, pending = pending.split(b"\0")
             for name in names:
                 seen += 1
-                if seen > limits.max_scanned:
-                    skips.add("scan-limit")
-                    return
-                if cancel is not None and cancel.is_set():
+                if _stop_scan(seen, limits, skips, cancel):
                     return
                 yield os.fsdecode(name)
     finally:
         proc.kill()
         proc.wait()
+
+
+def _stop_scan(seen: int, limits: IndexLimits, skips: Skips, cancel: threading.Event | None) -> bool:
+    """Whether a listing stops here: over the scan limit (recorded as a skip) or cancelled."""
+    if seen > limits.max_scanned:
+        skips.add("scan-limit")
+        return True
+    return cancel is not None and cancel.is_set()
 
 
 def walk_files(root: Path, limits: IndexLimits, skips: Skips, cancel: threading.Event | None) -> Iterator[str]:
@@ -269,10 +274,7 @@ def walk_files(root: Path, limits: IndexLimits, skips: Skips, cancel: threading.
             continue
         for entry in entries:
             seen += 1
-            if seen > limits.max_scanned:
-                skips.add("scan-limit")
-                return
-            if cancel is not None and cancel.is_set():
+            if _stop_scan(seen, limits, skips, cancel):
                 return
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             kind = _entry_kind(entry)
