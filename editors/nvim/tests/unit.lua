@@ -80,5 +80,12 @@ eq(util.display("\tx", 4), "    x", "tabs expanded")
 eq(util.format_status({ kind = "ready", latency_ms = 42 }), "aigc: ready 42ms", "status")
 eq(util.format_status({ kind = "error", message = "boom" }), "aigc: error (boom)", "status error")
 
+-- the config's shorthands (model, fim_format, ...) become server settings; `settings` wins over them
+local aigc = require("aigc_code")
+local saved = aigc.config
+aigc.config = { model = "m", fim_format = "f", device = "cpu", settings = { backend = "openai", model = "x" } }
+eq(aigc._server_settings(), { model = "x", backend = "openai", fimFormat = "f", device = "cpu" }, "server settings")
+aigc.config = saved
+
 io.stdout:write(string.format("unit: %d passed, %d failed\n", count - failures, failures))
 return failures

@@ -152,25 +152,22 @@ local function cnotify(client, method, params)
   return client.notify(method, params)
 end
 
+-- config key -> server setting: shorthands for the backend settings, overridden by `settings`.
+local SETTING_KEYS = {
+  model = "model",
+  adapter = "adapter",
+  backend = "backend",
+  endpoint = "endpoint",
+  device = "device",
+  fim_format = "fimFormat",
+}
+
 local function server_settings()
   local s = vim.deepcopy(M.config.settings or {})
-  if M.config.model and s.model == nil then
-    s.model = M.config.model
-  end
-  if M.config.adapter and s.adapter == nil then
-    s.adapter = M.config.adapter
-  end
-  if M.config.backend and s.backend == nil then
-    s.backend = M.config.backend
-  end
-  if M.config.endpoint and s.endpoint == nil then
-    s.endpoint = M.config.endpoint
-  end
-  if M.config.device and s.device == nil then
-    s.device = M.config.device
-  end
-  if M.config.fim_format and s.fimFormat == nil then
-    s.fimFormat = M.config.fim_format
+  for key, setting in pairs(SETTING_KEYS) do
+    if M.config[key] and s[setting] == nil then
+      s[setting] = M.config[key]
+    end
   end
   return s
 end
@@ -919,5 +916,6 @@ end
 
 M._state = state
 M._util = util
+M._server_settings = server_settings
 
 return M
