@@ -65,6 +65,17 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
+def _latencies(ttft: list[float], total: list[float], tokens: int) -> dict:
+    """One engine's summary over a session: time to first token, request time, throughput."""
+    return {
+        "ttft_p50_ms": statistics.median(ttft),
+        "total_p50_ms": statistics.median(total),
+        "total_p95_ms": _percentile(total, 0.95),
+        "tokens_per_s": tokens / (sum(total) / 1000),
+        "generated_tokens": tokens,
+    }
+
+
 def run_engine(engine, session: list[Request], max_new_tokens: int, prompt_lookup: int) -> dict:
     from aigc_code.engine import GenerationConfig
 
@@ -77,14 +88,7 @@ def run_engine(engine, session: list[Request], max_new_tokens: int, prompt_looku
         total.append(result.total_ms)
         tokens += result.generated_tokens
         texts.append(result.candidates[0].token_ids)
-    return {
-        "ttft_p50_ms": statistics.median(ttft),
-        "total_p50_ms": statistics.median(total),
-        "total_p95_ms": _percentile(total, 0.95),
-        "tokens_per_s": tokens / (sum(total) / 1000),
-        "generated_tokens": tokens,
-        "outputs": texts,
-    }
+    return {**_latencies(ttft, total, tokens), "outputs": texts}
 
 
 def run_hf_generate(engine, session: list[Request], max_new_tokens: int) -> dict:
@@ -116,13 +120,7 @@ def run_hf_generate(engine, session: list[Request], max_new_tokens: int) -> dict
         ttft.append((t1 - t0) * 1000)
         total.append((t2 - t1) * 1000)
         tokens += out.shape[1] - ids.shape[1]
-    return {
-        "ttft_p50_ms": statistics.median(ttft),
-        "total_p50_ms": statistics.median(total),
-        "total_p95_ms": _percentile(total, 0.95),
-        "tokens_per_s": tokens / (sum(total) / 1000),
-        "generated_tokens": tokens,
-    }
+    return _latencies(ttft, total, tokens)
 
 
 def bench_typing(model=None, requests: int = 200, max_new_tokens: int = 32, device: str | None = None) -> dict:

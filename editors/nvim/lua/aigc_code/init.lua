@@ -103,17 +103,21 @@ end
 
 -- Client helpers ------------------------------------------------------------------------------------
 
-local function get_clients(bufnr)
-  if vim.lsp.get_clients then
-    return vim.lsp.get_clients({ bufnr = bufnr, name = NAME })
-  end
+local function named(clients)
   local out = {}
-  for _, c in pairs(vim.lsp.buf_get_clients(bufnr)) do
+  for _, c in pairs(clients) do
     if c.name == NAME then
       table.insert(out, c)
     end
   end
   return out
+end
+
+local function get_clients(bufnr)
+  if vim.lsp.get_clients then
+    return vim.lsp.get_clients({ bufnr = bufnr, name = NAME })
+  end
+  return named(vim.lsp.buf_get_clients(bufnr))
 end
 
 local function stopped(c)
@@ -744,13 +748,7 @@ local function all_clients()
   if vim.lsp.get_clients then
     return vim.lsp.get_clients({ name = NAME })
   end
-  local out = {}
-  for _, c in pairs(vim.lsp.get_active_clients()) do
-    if c.name == NAME then
-      table.insert(out, c)
-    end
-  end
-  return out
+  return named(vim.lsp.get_active_clients())
 end
 
 --- Stop all aigc-code servers and start them again for the attached buffers.
