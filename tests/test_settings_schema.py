@@ -7,6 +7,9 @@ import json
 import re
 from pathlib import Path
 
+import typer
+
+from aigc_code.cli import app
 from aigc_code.settings import BY_CAMEL, FIELDS, SECTION, Settings, coerce, json_property, markdown_table, merge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +73,13 @@ def test_package_json_agrees_with_the_schema():
 
 def test_neovim_plugin_sends_only_known_settings():
     lua = (REPO / "editors/nvim/lua/aigc_code/init.lua").read_text()
-    keys = set(re.findall(r"\bs\.(\w+) == nil", lua))
-    assert keys, "server_settings() not found in the Neovim plugin"
+    table = re.search(r"local BACKEND_KEYS = \{(.*?)\n\}", lua, re.S)
+    assert table, "BACKEND_KEYS not found in the Neovim plugin"
+    rows = re.findall(r'\{ "\w+", "(\w+)", "(--[\w-]+)" \}', table.group(1))
+    assert len(rows) == table.group(1).count("{"), table.group(1)
+    keys, flags = {key for key, _ in rows}, {flag for _, flag in rows}
     assert keys <= set(BY_CAMEL), keys - set(BY_CAMEL)
+    # `serve --check` is given the same values as flags: each must be one of serve's options
+    serve = typer.main.get_command(app).commands["serve"]
+    options = {opt for param in serve.params for opt in param.opts}
+    assert flags <= options, flags - options

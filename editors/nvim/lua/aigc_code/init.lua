@@ -156,36 +156,28 @@ local function cnotify(client, method, params)
   return client.notify(method, params)
 end
 
--- config key -> server setting: shorthands for the backend settings, overridden by `settings`.
-local SETTING_KEYS = {
-  model = "model",
-  adapter = "adapter",
-  backend = "backend",
-  endpoint = "endpoint",
-  device = "device",
-  fim_format = "fimFormat",
+-- The backend shorthands in the config: config key, the server setting it sets (unless `settings` names
+-- it), and the `aigc-code serve --check` flag that checks the same value. The server itself gets them once,
+-- in initializationOptions (and didChangeConfiguration), never also on its command line.
+local BACKEND_KEYS = {
+  { "model", "model", "--model" },
+  { "adapter", "adapter", "--adapter" },
+  { "backend", "backend", "--backend" },
+  { "endpoint", "endpoint", "--endpoint" },
+  { "device", "device", "--device" },
+  { "fim_format", "fimFormat", "--fim-format" },
 }
 
 local function server_settings()
   local s = vim.deepcopy(M.config.settings or {})
-  for key, setting in pairs(SETTING_KEYS) do
-    if M.config[key] and s[setting] == nil then
-      s[setting] = M.config[key]
+  for _, row in ipairs(BACKEND_KEYS) do
+    local value, setting = M.config[row[1]], row[2]
+    if value and s[setting] == nil then
+      s[setting] = value
     end
   end
   return s
 end
-
--- config key -> `aigc-code serve --check` option: the backend settings. The server itself gets them once,
--- in initializationOptions (and didChangeConfiguration), never also on its command line.
-local CHECK_FLAGS = {
-  { "model", "--model" },
-  { "adapter", "--adapter" },
-  { "backend", "--backend" },
-  { "endpoint", "--endpoint" },
-  { "device", "--device" },
-  { "fim_format", "--fim-format" },
-}
 
 --- The server command line for the current config: only the launch options (`--log-file`, extra_args).
 function M.server_cmd()
@@ -209,10 +201,10 @@ function M.check_cmd()
   if c.cmd then
     return cmd
   end
-  for _, flag in ipairs(CHECK_FLAGS) do
-    local value = c[flag[1]]
+  for _, row in ipairs(BACKEND_KEYS) do
+    local value = c[row[1]]
     if value then
-      vim.list_extend(cmd, { flag[2], value })
+      vim.list_extend(cmd, { row[3], value })
     end
   end
   return cmd
