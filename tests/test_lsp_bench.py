@@ -43,3 +43,25 @@ def test_bench_lsp_runs_pool_their_requests(tiny_model):
     assert len(summary["overhead_ratio_p50_per_run"]) == 2
     assert all(0 <= r < 1 for r in summary["overhead_ratio_p50_per_run"])
     assert "runs: 2" in lines[0]
+
+
+def test_module_entry_point_is_the_cli_command(tiny_model, tmp_path):
+    """`python -m aigc_code.bench.lsp` takes `aigc-code bench lsp`'s options (one set of names)."""
+    import json
+    import subprocess
+    import sys
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "aigc_code.bench.lsp", str(tmp_path / "nope.py")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    out = tmp_path / "lsp.json"
+    args = [str(Path(__file__)), "--model", str(tiny_model), "--requests-per-file", "2", "--max-new-tokens", "4"]
+    ran = subprocess.run(
+        [sys.executable, "-m", "aigc_code.bench.lsp", *args, "--threads", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert json.loads(out.read_text())["requests"] == 2

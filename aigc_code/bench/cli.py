@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from aigc_code.options import BackendOpt, EndpointOpt
+
 app = typer.Typer(
     help="Benchmarks: every figure is a ratio against a baseline measured in the same run.", no_args_is_help=True
 )
@@ -115,6 +117,10 @@ def lsp(
         int,
         typer.Option(help="Replays, a fresh server each; the summary pools their requests and lists each run's ratio."),
     ] = 1,
+    backend: BackendOpt = "local",
+    endpoint: EndpointOpt = None,
+    requests_per_file: Annotated[int, typer.Option(min=1, help="Completion requests replayed per file.")] = 15,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens a suggestion may have.")] = 32,
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ):
@@ -127,7 +133,16 @@ def lsp(
     missing = [str(f) for f in files or [] if not f.is_file()]
     if missing:
         raise typer.BadParameter(f"no such file: {', '.join(missing)}", param_hint="FILES")
-    _emit(bench_lsp(files or None, model=model, runs=runs), out)
+    summary = bench_lsp(
+        files or None,
+        model=model,
+        backend=backend,
+        endpoint=endpoint,
+        requests_per_file=requests_per_file,
+        max_new_tokens=max_new_tokens,
+        runs=runs,
+    )
+    _emit(summary, out)
 
 
 @app.command()

@@ -445,26 +445,12 @@ def _run_lines(s: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
+    """`python -m aigc_code.bench.lsp ...` is `aigc-code bench lsp ...`: one set of options."""
+    from typer.main import get_command
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", help="files to replay (default: stdlib and repository files)")
-    parser.add_argument("--model")
-    parser.add_argument("--backend", default="local")
-    parser.add_argument("--endpoint")
-    parser.add_argument("--requests-per-file", type=int, default=15)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=1, help="replays, a fresh server each (pooled summary)")
-    args = parser.parse_args(argv)
-    bench_lsp(
-        args.files or None,
-        model=args.model,
-        backend=args.backend,
-        endpoint=args.endpoint,
-        requests_per_file=args.requests_per_file,
-        max_new_tokens=args.max_new_tokens,
-        runs=args.runs,
-    )
+    from aigc_code.bench.cli import app
+
+    get_command(app).main(["lsp", *(sys.argv[1:] if argv is None else argv)], prog_name="aigc-code bench")
 
 
 if __name__ == "__main__":
