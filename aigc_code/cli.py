@@ -138,7 +138,7 @@ def pretrain_train(
         ),
     ] = None,
 ):
-    """Train (or resume training) the default model; checkpoints atomically every few minutes."""
+    """Train (or resume training) the default model; checkpoints atomically every few minutes and on Ctrl-C."""
     from aigc_code.pretrain.train import ModelShape, TrainConfig, train
 
     shape = ModelShape(

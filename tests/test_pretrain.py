@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,9 +76,8 @@ def test_damaged_checkpoint_is_refused_and_previous_kept(corpus, tmp_path):
     assert not checkpoint.problem(run / "checkpoint.old")
 
 
-def test_killed_run_resumes_from_last_checkpoint(corpus, tmp_path):
-    run = tmp_path / "run"
-    cmd = [
+def _train_cmd(corpus: Path, run: Path, checkpoint_minutes: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "aigc_code",
@@ -89,7 +90,7 @@ def test_killed_run_resumes_from_last_checkpoint(corpus, tmp_path):
         "--steps",
         "100000",
         "--checkpoint-minutes",
-        "0.005",
+        checkpoint_minutes,
         "--batch-size",
         "2",
         "--hidden",
@@ -103,6 +104,11 @@ def test_killed_run_resumes_from_last_checkpoint(corpus, tmp_path):
         "--vocab-size",
         "400",
     ]
+
+
+def test_killed_run_resumes_from_last_checkpoint(corpus, tmp_path):
+    run = tmp_path / "run"
+    cmd = _train_cmd(corpus, run, "0.005")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -120,6 +126,36 @@ def test_killed_run_resumes_from_last_checkpoint(corpus, tmp_path):
     before = checkpoint.read_state(ckpt)["step"]
     state = train(corpus, run, tiny_cfg(), resume=True, max_steps=1)
     assert state["step"] == before + 1 and state["runs"] == 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_finishes_its_step_and_saves(corpus, tmp_path, sig):
+    """Ctrl-C or SIGTERM mid-run: the step in progress finishes, a checkpoint is written (none was
+    due for 100 minutes), exit status 130; the next run resumes from it."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        _train_cmd(corpus, run, "100"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 120
+        while not re.search(r"\b([3-9]|\d\d+)step", "".join(seen)):
+            assert time.time() < deadline and proc.poll() is None, "".join(seen)[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    log = "".join(seen)
+    step = checkpoint.read_state(checkpoint.latest(run / "checkpoint"))["step"]
+    assert step >= 3 and f"{sig.name}: stopped after step {step}, checkpoint saved" in log
+    state = train(corpus, run, tiny_cfg(), resume=True, max_steps=1)
+    assert state["step"] == step + 1 and state["runs"] == 2
 
 
 def test_continue_from_an_exported_model(corpus, tmp_path):

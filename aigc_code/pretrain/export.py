@@ -107,7 +107,8 @@ def model_card(state: dict, stats: dict, out: Path) -> str:
         "optimizer; the cumulative counts continue from `training_state.json`).",
         "",
         "Training resumes from the last atomic checkpoint and accumulates tokens across runs; a CUDA GPU is used",
-        "automatically when present.",
+        "automatically when present. Ctrl-C or SIGTERM finishes the step in progress and writes a checkpoint",
+        "before it stops (exit status 130); a second Ctrl-C stops at once.",
         "",
     ]
     return "\n".join(lines)

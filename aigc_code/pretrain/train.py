@@ -11,6 +11,9 @@ import bisect
 import json
 import math
 import random
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -216,6 +219,44 @@ def _stop(steps: int, max_steps: int | None, cooldown_steps: int, run_start: flo
     return max_minutes is not None and time.time() - run_start > max_minutes * 60
 
 
+def optimizer_step(model, optimizer, batch: torch.Tensor, lr: float, grad_clip: float, device) -> float:
+    """One AdamW step on `batch` at learning rate `lr`; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with _autocast(device):
+        loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT) or SIGTERM while training: finish the step, write a checkpoint, then stop;
+    a second Ctrl-C stops at once (the last atomic checkpoint stays). Only the main thread can
+    install handlers: elsewhere signals keep their default behaviour."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def train(
     corpus: Path,
     out: Path,
@@ -291,39 +332,37 @@ def train(
         bar.write(f"checkpoint step {state['step']}: {state['history'][-1]}")
 
     steps_this_run = 0
-    while not _stop(steps_this_run, max_steps, cooldown_steps, run_start, max_minutes):
-        t0 = time.time()
-        rng = random.Random(cfg.seed * 1_000_003 + state["step"])
-        batch = make_batch(sampler, tokenizer, cfg, rng).to(dev)
-        lr = lr_at(state["tokens"], state["step"], cfg)
-        if cooldown_steps:
-            lr = lr + (cfg.min_lr - lr) * steps_this_run / cooldown_steps
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with _autocast(dev):
-            loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] += 1
-        state["tokens"] += tokens_per_step
-        state["train_seconds"] += time.time() - t0
-        steps_this_run += 1
-        losses.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{loss.item():.3f}",
-            lr=f"{lr:.1e}",
-            tok_s=f"{tokens_per_step / (time.time() - t0):.0f}",
-            tokens=f"{state['tokens'] / 1e6:.2f}M",
-        )
-        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+    with StopSignals() as signals:
+        while not signals.received and not _stop(steps_this_run, max_steps, cooldown_steps, run_start, max_minutes):
+            t0 = time.time()
+            rng = random.Random(cfg.seed * 1_000_003 + state["step"])
+            batch = make_batch(sampler, tokenizer, cfg, rng).to(dev)
+            lr = lr_at(state["tokens"], state["step"], cfg)
+            if cooldown_steps:
+                lr = lr + (cfg.min_lr - lr) * steps_this_run / cooldown_steps
+            loss = optimizer_step(model, optimizer, batch, lr, cfg.grad_clip, dev)
+            state["step"] += 1
+            state["tokens"] += tokens_per_step
+            state["train_seconds"] += time.time() - t0
+            steps_this_run += 1
+            losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{loss:.3f}",
+                lr=f"{lr:.1e}",
+                tok_s=f"{tokens_per_step / (time.time() - t0):.0f}",
+                tokens=f"{state['tokens'] / 1e6:.2f}M",
+            )
+            if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+                save()
+                last_ckpt = time.time()
+        bar.close()
+        if steps_this_run:
             save()
-            last_ckpt = time.time()
-    bar.close()
-    if steps_this_run:
-        save()
+    if signals.received:  # the step finished and its checkpoint is written: a later run resumes here
+        saved = ", checkpoint saved" if steps_this_run else ""
+        print(f"{signals.received}: stopped after step {state['step']}{saved}", file=sys.stderr)
+        raise KeyboardInterrupt
     return state
 
 
