@@ -137,8 +137,9 @@ class Settings:
     copy_candidates: bool = _f(True, "Offer continuations found elsewhere in the workspace as candidates.", "bool")
     choice_rule: str = _f(
         "confident",
-        "How a copy candidate competes with the model's: copy-first, confident, "
-        "likelihood (the model scores both) or model-first.",
+        "How a copy candidate competes with the model's: copy-first, confident (a copy whose occurrences agree "
+        "goes first), likelihood (the model scores both; with --backend openai, which cannot score, copy-first "
+        "applies) or model-first.",
         "str",
         choices=("copy-first", "confident", "likelihood", "model-first"),
     )

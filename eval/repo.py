@@ -177,7 +177,9 @@ class RepoRun:
         }
 
 
-def _check_resume(run: RepoRun, fingerprint: str) -> None:
+def _check_resume(run: RepoRun, fingerprint: str, scores: bool) -> None:
+    """Refuse to mix settings in one run folder; record the run (and whether its backend can score
+    candidates: the `likelihood` rule needs it) in run.json."""
     meta = run.out / "run.json"
     want = {**run.describe(), "model_fingerprint": fingerprint}
     if meta.exists():
@@ -188,7 +190,7 @@ def _check_resume(run: RepoRun, fingerprint: str) -> None:
                 f"{run.out} holds a run with other settings ({', '.join(diff)}); use another --out or the same settings"
             )
     run.out.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps(want, indent=2))
+    meta.write_text(json.dumps({**want, "scores_candidates": scores}, indent=2))
 
 
 def _done_keys(path: Path) -> set[tuple[str, str]]:
@@ -268,7 +270,7 @@ def run_repo_benchmark(run: RepoRun) -> dict:
         if not repo.is_dir():
             raise AigcCodeError(f"{repo} is not a directory")
     backend = backend_from_settings(run.settings)
-    _check_resume(run, model_fingerprint(run.settings))
+    _check_resume(run, model_fingerprint(run.settings), callable(getattr(backend, "score", None)))
     results = run.out / "results.jsonl"
     done = _done_keys(results)
     names = _repo_names(run.repos)
@@ -386,6 +388,7 @@ def markdown(report: dict, configs: list[str]) -> str:
         "",
         f"{run['holes']} holes per repository, seed {run['seed']}.",
         "",
+        *_rule_notes(run, configs),
         "Next-line exact match per repository (mean over repositories in the last row):",
         "",
         "| repository | language | " + " | ".join(configs) + " |",
@@ -413,6 +416,17 @@ def markdown(report: dict, configs: list[str]) -> str:
             f"{s['retrieval_p50_ms']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _rule_notes(run: dict, configs: list[str]) -> list[str]:
+    """Which rule a configuration really ran with: `likelihood` needs a backend that scores."""
+    if run.get("scores_candidates", True) or not any(CONFIGS[c].get("choice_rule") == "likelihood" for c in configs):
+        return []
+    return [
+        "This backend cannot score candidates: `both-likelihood` ran as copy-first (the default rule, "
+        "`confident`, needs no scores).",
+        "",
+    ]
 
 
 def _language_of(report: dict, repo: str) -> str | None:

@@ -53,6 +53,7 @@ def test_repository_benchmark_on_a_fixture(tmp_path, tiny_model):
     assert copy["holes"] == none["holes"] == 4
     assert copy["em_line"] >= 0.5 > none["em_line"] or copy["em_line"] > none["em_line"], report["overall"]
     assert (out / "report.md").exists() and (out / "plot.png").stat().st_size > 1000
+    assert json.loads((out / "run.json").read_text())["scores_candidates"] is True  # the local engine scores
     # the answers were restored: the copied repository equals the original again
     for f in (repo / "src").iterdir():
         assert (out / "work" / "fixture" / "src" / f.name).read_text() == f.read_text()
@@ -101,3 +102,21 @@ def test_the_model_sees_the_repository_path_not_the_benchmarks_copy(tmp_path, ti
         assert "pkg/app.py" in none and context != none  # the index retrieved a chunk (of this same file)
         assert str(tmp_path) not in none + context
     assert backend.prefixes[:2] == backend.prefixes[2:] and outcomes[0] == outcomes[1]
+
+
+def test_report_says_which_rule_ran_on_a_backend_that_cannot_score():
+    """A remote backend cannot score candidates: the report says `likelihood` ran as copy-first."""
+    from aigc_code.eval.repo import build_report, markdown
+
+    record = {"repo": "r", "language": "python", "hole": "r:a.py:1", "answer": "x = 1", "suggestion": "x = 1"}
+    record |= {"chosen": "copy", "latency_ms": 1.0, "retrieval_ms": 0.1, "shown": True}
+    record |= {"em_line": True, "em_span": True, "edit_sim": 1.0}
+    records = [{**record, "config": c} for c in ("none", "both-likelihood")]
+    meta = {"backend": "openai", "model": "m", "holes": 1, "seed": 0, "configs": ["none", "both-likelihood"]}
+    remote = markdown(build_report(records, {**meta, "scores_candidates": False}), ["none", "both-likelihood"])
+    assert "`both-likelihood` ran as copy-first" in remote
+    local = markdown(build_report(records, {**meta, "scores_candidates": True}), ["none", "both-likelihood"])
+    assert "ran as copy-first" not in local
+    assert "ran as copy-first" not in markdown(
+        build_report(records[:1], {**meta, "scores_candidates": False}), ["none"]
+    )
