@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from aigc_code.budget import ApproxTokens, TokenCounter
+from aigc_code.context_fit import ContextOverflow, calibrated, fraction_to_fit, overflow_from_response, shrink
 from aigc_code.errors import BackendError
 from aigc_code.fim import KNOWN_FIM, FimTokens, detect_fim
 from aigc_code.generation import CancellationToken, Candidate, GenerationConfig, GenerationResult
@@ -348,7 +349,7 @@ class OpenAIBackend:
         self.timeout_s = timeout_s
         self.stream = stream
         self.heal = heal
-        self.tokens: TokenCounter = ApproxTokens()
+        self.tokens: ApproxTokens = ApproxTokens()  # calibrated by the server's counts (context_fit)
         self._max_context_setting = max_context or _env_int("AIGC_CODE_MAX_CONTEXT")
         self.info: ServerInfo | None = None
         self._warned: set[str] = set()
@@ -389,13 +390,18 @@ class OpenAIBackend:
         """The JSON body of a 200 answer, else None; `unreachable` (returned instead) when no connection."""
         import httpx
 
-        try:
-            resp = self._client.request(method, url, json=body, timeout=min(5.0, self.timeout_s))
-            return resp.json() if resp.status_code == 200 else None
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            return unreachable
-        except Exception:  # probing only: the completion request reports a dead endpoint
-            return None
+        for attempt in range(2):
+            try:
+                resp = self._client.request(method, url, json=body, timeout=min(5.0, self.timeout_s))
+                return resp.json() if resp.status_code == 200 else None
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                return unreachable
+            except (httpx.RemoteProtocolError, httpx.ReadError):  # a kept-alive connection the server closed
+                if attempt:
+                    return None
+            except Exception:  # probing only: the completion request reports a dead endpoint
+                return None
+        return None
 
     def _probe(self) -> ServerInfo | None:
         """`/v1/models` (model id; vLLM's max_model_len), then llama-server's `/props`, TGI's `/info`,
@@ -552,14 +558,29 @@ class OpenAIBackend:
         return payload
 
     def _post(self, payload: dict, n: int, cancel: CancellationToken | None, start: float) -> _Stream:
+        """One completion request. A kept-alive connection that the server closed (llama-cpp-python
+        drops it after a failed stream) fails before any answer: that request is sent once more."""
+        import httpx
+
+        try:
+            return self._post_once(payload, n, cancel, start)
+        except BackendError as exc:
+            if not isinstance(exc.__cause__, (httpx.RemoteProtocolError, httpx.ReadError)):
+                raise
+            return self._post_once(payload, n, cancel, start)
+
+    def _post_once(self, payload: dict, n: int, cancel: CancellationToken | None, start: float) -> _Stream:
         import httpx
 
         out = _Stream(n)
         try:
             with self._client.stream("POST", self.url, json=payload) as resp:
                 if resp.status_code >= 400:
-                    body = resp.read().decode("utf-8", "replace")[:300]
-                    raise BackendError(f"completion endpoint {self.url} answered HTTP {resp.status_code}: {body}")
+                    body = resp.read().decode("utf-8", "replace")[:2000]
+                    overflow = overflow_from_response(resp.status_code, body, self.url)
+                    if overflow is not None:
+                        raise overflow
+                    raise BackendError(f"completion endpoint {self.url} answered HTTP {resp.status_code}: {body[:300]}")
                 if "text/event-stream" in resp.headers.get("content-type", ""):
                     self._read_events(resp, out, cancel, start)
                 else:
@@ -631,13 +652,68 @@ class OpenAIBackend:
         start = time.perf_counter()
         self.server()  # asked once: flavour, model, context size, FIM layout ("auto")
         head, heal = self.heal_split(prefix)
-        payload = self._payload(head, suffix, request, heal)
-        runs = self._generate(payload, max(1, request.n), cancel, start)
-        if all(run.empty for run in runs):
-            raise self._empty_error(payload["prompt"])
+        payload, runs = self._generate_fitting(head, suffix, request, heal, cancel, start)
         stops = [s for s in request.stop if s] + self.fim.stops
         candidates = [self._candidate(run, i, heal, stops) for run in runs for i in sorted(run.seen or {0})]
         return self._result(candidates[: max(1, request.n)], runs, payload["prompt"], start)
+
+    def _generate_fitting(
+        self, head: str, suffix: str, request: GenerationConfig, heal: str, cancel, start: float
+    ) -> tuple[dict, list[_Stream]]:
+        """Generate; when the server refuses the prompt as too long (an HTTP error that says so, or
+        llama-cpp-python's empty stream), learn from its count and send the prompt once more, cut
+        to fit (`aigc_code.context_fit`)."""
+        n = max(1, request.n)
+        payload = self._payload(head, suffix, request, heal)
+        estimate, limit = self.tokens.count_tokens(payload["prompt"]), self.max_context
+        if limit and estimate + request.max_new_tokens + 8 > limit:  # over by our own estimate: cut first
+            head, suffix = shrink(head, suffix, fraction_to_fit(estimate, limit, request.max_new_tokens))
+            payload = self._payload(head, suffix, request, heal)
+        try:
+            runs = self._generate(payload, n, cancel, start)
+            if not all(run.empty for run in runs):
+                return payload, runs
+            said = ContextOverflow("empty stream")
+        except ContextOverflow as exc:
+            said = exc
+        fraction = self._learn_overflow(payload["prompt"], said, request.max_new_tokens)
+        head, suffix = shrink(head, suffix, fraction)
+        payload = self._payload(head, suffix, request, heal)
+        runs = self._generate(payload, n, cancel, start)  # refused again: the error reaches the user
+        if all(run.empty for run in runs):
+            raise self._empty_error(payload["prompt"])
+        return payload, runs
+
+    def _learn_overflow(self, prompt: str, said: ContextOverflow, max_new_tokens: int) -> float:
+        """Calibrate the token estimate (and the context size, when the server named it and no
+        setting did) from a refused prompt; returns the fraction of it to keep."""
+        count = said.prompt_tokens or self._count_on_server(prompt)
+        if said.limit and not self._max_context_setting and self.info is not None:
+            self.info.max_context = said.limit
+        if count:
+            self.tokens = calibrated(self.tokens, len(prompt), count)
+        self.warn_once(
+            f"the server at {self.url} refused a prompt as longer than its context "
+            f"({count or 'unknown'} tokens by its count, context {self.max_context or 'unknown'}): "
+            f"prompts are now budgeted at {self.tokens.chars_per_token:.2f} characters a token"
+        )
+        return fraction_to_fit(count, self.max_context, max_new_tokens)
+
+    def _count_on_server(self, text: str) -> int | None:
+        """The server's own token count of `text`, from its tokenize endpoint (None without one)."""
+        flavour = self.server().flavour
+        if flavour == "llama-cpp-python":
+            found = self._get_json(self.root + "/extras/tokenize", "POST", {"input": text})
+        elif flavour == "llama-server":
+            found = self._get_json(self.root + "/tokenize", "POST", {"content": text})
+        elif flavour == "vllm":
+            found = self._get_json(self.root + "/tokenize", "POST", {"model": self.model, "prompt": text})
+        elif flavour == "tgi":
+            found = self._get_json(self.root + "/tokenize", "POST", {"inputs": text})
+        else:
+            return None
+        tokens = found.get("tokens") if isinstance(found, dict) else found
+        return len(tokens) if isinstance(tokens, list) and tokens else None
 
     def _result(self, candidates: list[Candidate], runs: list[_Stream], prompt: str, start: float) -> GenerationResult:
         """Timings and token counts: the server's `usage` when it sends one, else counted here
@@ -646,6 +722,8 @@ class OpenAIBackend:
         first = [r.first_ms for r in runs if r.first_ms is not None]
         usage = [r.usage for r in runs if r.usage]
         prompt_tokens = int(usage[0].get("prompt_tokens", 0) or 0) if usage else 0
+        if prompt_tokens:  # the server's own count: budget the next prompts by it
+            self.tokens = calibrated(self.tokens, len(prompt), prompt_tokens)
         generated = sum(int(u.get("completion_tokens", 0) or 0) for u in usage)
         counted = sum(max(sum(r.chunks), sum(len(lp) for lp in r.logprobs)) for r in runs)
         return GenerationResult(

@@ -79,10 +79,14 @@ def gguf_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def llama_server(gguf_file):
+def llama_server(gguf_file, tmp_path_factory):
     import httpx
 
     port = free_port()
+    # a file, not a pipe: the server prints a traceback for every refused prompt, and a pipe nobody
+    # reads fills up and stops the server
+    log = tmp_path_factory.mktemp("llama-server") / "stderr.log"
+    stderr = log.open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -100,7 +104,7 @@ def llama_server(gguf_file):
             "1",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
     url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -112,12 +116,13 @@ def llama_server(gguf_file):
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server did not start: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"llama.cpp server did not start: {log.read_text(errors='replace')[-2000:]}")
             time.sleep(0.3)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        stderr.close()
 
 
 async def suggestions(args: list[str], options: dict, env: dict | None = None) -> list[list[str]]:
@@ -176,3 +181,21 @@ def test_llamacpp_n_context_and_usage(llama_server):
     assert backend.info.flavour == "llama-cpp-python" and backend.fim_format == "starcoder-spm"
     with pytest.raises(BackendError, match="longer than the server's context"):
         backend.complete("x = 1\n" * 600, "", GenerationConfig(max_new_tokens=8))
+
+
+def test_llamacpp_dense_code_over_the_context_is_cut_to_fit(llama_server):
+    """Go with tabs tokenizes at ~2.4 characters a token, the estimate at 3.5: the real server
+    refuses the prompt (an empty stream, then it drops the kept-alive connection); the backend
+    counts it on the server, cuts it to fit, completes, and budgets the next prompt by that count."""
+    from aigc_code.backends import OpenAIBackend
+
+    body = '\tif err := run(ctx, cfg); err != nil {\n\t\tt.Fatalf("run: %s", err.Error())\n\t}\n'
+    prefix = "func TestRun(t *testing.T) {\n" + body * 16 + "\t"  # 541 tokens, estimated 361
+    backend = OpenAIBackend(llama_server, fim_format="auto", max_context=N_CTX)
+    assert backend.tokens.count_tokens(prefix) + 64 < N_CTX  # the estimate says it fits
+    result = backend.complete(prefix, "\n}\n", GenerationConfig(max_new_tokens=64))
+    assert result.candidates and backend.tokens.chars_per_token < 3.0
+    assert any("refused a prompt" in w for w in backend.pending_warnings)
+    backend.pending_warnings.clear()
+    backend.complete(prefix, "\n}\n", GenerationConfig(max_new_tokens=64))
+    assert not backend.pending_warnings  # cut before it was sent

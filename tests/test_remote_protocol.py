@@ -37,7 +37,7 @@ class Engine(BaseHTTPRequestHandler):
         if self.path == "/v1/models":
             entry = {"id": srv.model_id, "object": "model", "owned_by": srv.owner}
             if srv.flavour == "vllm":
-                entry["max_model_len"] = 2048
+                entry["max_model_len"] = srv.n_ctx or 2048
             return self._json(200, {"object": "list", "data": [entry]})
         self._json(404, {"detail": "Not Found"})
 
@@ -73,6 +73,18 @@ class Engine(BaseHTTPRequestHandler):
 
     def _complete(self, body):
         srv = self.server
+        used = len(PIECE.findall(body["prompt"])), body.get("max_tokens", 16)
+        if srv.n_ctx and sum(used) > srv.n_ctx:  # as the real servers refuse a prompt over the context
+            if srv.flavour == "llama-cpp-python":  # 0.3.36: HTTP 200 and an empty stream
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                return self.wfile.write(b"data: [DONE]\n\n")
+            message = (
+                f"This model's maximum context length is {srv.n_ctx} tokens. However, you requested "
+                f"{sum(used)} tokens ({used[0]} in the messages, {used[1]} in the completion)."
+            )
+            return self._json(400, {"object": "error", "message": message, "code": 400})
         n = 1 if srv.ignore_n else body.get("n", 1)
         texts = [srv.texts[(len(srv.requests) + i) % len(srv.texts)] for i in range(n)]
         self.send_response(200)
@@ -109,6 +121,7 @@ def start_engine(flavour: str = "openai", port: int = 0, **kw) -> ThreadingHTTPS
     server.texts = kw.get("texts", ["return a + b\n"])
     server.ignore_n = kw.get("ignore_n", False)
     server.empty = kw.get("empty", False)
+    server.n_ctx = kw.get("n_ctx")
     server.requests, server.vocab = [], {}
     threading.Thread(target=server.serve_forever, daemon=True).start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -339,3 +352,40 @@ def test_server_is_asked_again_after_it_was_down():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# -- prompts over the server's context --------------------------------------------------------
+
+DENSE = "\tif (a) {\n\t\tb();\n\t}\n" * 30  # ~1.25 characters a token by the stub's tokenizer (3.5 estimated)
+
+
+@pytest.mark.parametrize("flavour", ["llama-cpp-python", "vllm"])
+def test_a_prompt_over_the_context_is_cut_to_fit_and_the_estimate_learns(engine_factory, flavour):
+    """The character estimate lets through a prompt the server counts as too long (llama-cpp-python:
+    an empty stream, counted on its tokenize endpoint; vLLM: HTTP 400 with its count): it is sent
+    once more, cut to fit with the text nearest the cursor kept, and the next prompt is budgeted
+    by the server's ratio (one request)."""
+    srv = engine_factory(flavour, n_ctx=300, texts=["x = 1"])
+    backend = OpenAIBackend(srv.url, max_context=300, heal=False)
+    assert backend.tokens.count_tokens(DENSE) + 16 < 300 < len(PIECE.findall(DENSE))
+    result = backend.complete(DENSE + "\tc()", "\n}\n" + DENSE, GREEDY)
+    first, second = completions(srv)
+    assert result.text == "x = 1" and len(second["prompt"]) < len(first["prompt"])
+    assert "\tc()<fim_suffix>\n}\n" in second["prompt"]  # the cursor's surroundings survive the cut
+    assert backend.tokens.chars_per_token < 1.5 and "refused a prompt" in backend.pending_warnings[0]
+    backend.complete(DENSE + "\tc()", "\n}\n" + DENSE, GREEDY)
+    assert len(completions(srv)) == 3  # cut by the learned estimate before it was sent
+
+
+def test_the_context_size_is_learned_from_the_refusal_when_not_known(engine_factory):
+    srv = engine_factory("openai", n_ctx=300, texts=["x = 1"])
+    backend = OpenAIBackend(srv.url, heal=False)
+    assert backend.max_context is None
+    assert backend.complete(DENSE * 3, "", GREEDY).text == "x = 1" and backend.max_context == 300
+
+
+def test_a_prompt_that_cannot_fit_is_one_clear_error(engine_factory):
+    srv = engine_factory("llama-cpp-python", n_ctx=40, texts=["x = 1"])
+    backend = OpenAIBackend(srv.url, max_context=40, heal=False)
+    with pytest.raises(BackendError, match="longer than the server's context"):
+        backend.complete(DENSE, "", GenerationConfig(max_new_tokens=64))
