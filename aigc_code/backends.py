@@ -255,9 +255,17 @@ def _gbnf_literal(text: str) -> str:
     )
 
 
-def heal_grammar(heal: str) -> str:
-    """GBNF: the output starts with `heal`, then anything (token healing on llama.cpp servers)."""
-    return f"root ::= {_gbnf_literal(heal)} rest\nrest ::= [^\\x00]*\n"
+def heal_grammar(heal: str, stop_chars: str = "") -> str:
+    """GBNF: the output starts with `heal`, then anything (token healing on llama.cpp servers).
+    `stop_chars`: one-character stop strings that the healed text itself contains (a one-line
+    completion at the start of an indented line heals "\\n    " under the stop "\\n"): the server
+    would stop on the healed characters, so the grammar ends the output at the first of them after it
+    (and the indentation in the same token)."""
+    if not stop_chars:
+        return f"root ::= {_gbnf_literal(heal)} rest\nrest ::= [^\\x00]*\n"
+    chars = "".join(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in stop_chars)
+    # the stop may come with indentation in one token ("\\n    "): allowed, and the output ends there
+    return f"root ::= {_gbnf_literal(heal)} rest\nrest ::= [^\\x00{chars}]* ([{chars}] [ \\t]*)?\n"
 
 
 def heuristic_heal(prefix: str) -> str:
@@ -541,7 +549,10 @@ class OpenAIBackend:
             payload["suffix"] = suffix_field
         if self.model:
             payload["model"] = self.model
-        stops = [s for s in request.stop if s][:4]  # the OpenAI API takes at most 4
+        # a stop inside the healed text would end the output on the healed characters: the client
+        # cuts at those (`_candidate`), a grammar ends the output at the one-character ones
+        in_heal = [s for s in request.stop if s and heal and s in heal]
+        stops = [s for s in request.stop if s and s not in in_heal][:4]  # the OpenAI API takes at most 4
         if stops:
             payload["stop"] = stops
         if request.n > 1:
@@ -552,7 +563,7 @@ class OpenAIBackend:
             # the healed text constrains the first token(s), as the local engine's logit mask does; the
             # grammar stays on for the whole completion (llama.cpp cannot drop it mid-way, and resuming
             # from text would re-tokenize the healed part differently)
-            payload["grammar"] = heal_grammar(heal)
+            payload["grammar"] = heal_grammar(heal, "".join(s for s in in_heal if len(s) == 1))
         if self.stream and flavour in USAGE_FLAVOURS:
             payload["stream_options"] = {"include_usage": True}
         return payload

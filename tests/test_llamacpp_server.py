@@ -62,6 +62,14 @@ PROBES = [
         (5, 8),
     ),
     ("python", "py", "def add(a, b):\n    return a +\n", (1, 14)),
+    # one line at the start of an indented line: the healed "\n    " holds the stop "\n"
+    (
+        "python",
+        "py",
+        'import os\n\n\ndef mode(path):\n    """Return the mode of the file at path.\n\n    The mode is\n    \n'
+        '    """\n    return os.stat(path).st_mode\n',
+        (7, 4),
+    ),
     ("javascript", "js", "function sum(xs) {\n  let total = 0;\n  \n}\n", (2, 2)),
     ("go", "go", 'package main\n\nimport "fmt"\n\nfunc main() {\n\tname := "world"\n\t\n}\n', (6, 1)),
 ]

@@ -195,6 +195,25 @@ def test_healing_with_the_servers_tokenizer_and_grammar(engine_factory):
     assert result.text == "return a + b\n"  # written once, not twice
 
 
+@pytest.mark.parametrize("flavour", ["llama-cpp-python", "vllm", "openai"])
+def test_a_stop_inside_the_healed_text_is_not_sent_to_the_server(engine_factory, flavour):
+    """A one-line completion at the start of an indented line heals "\\n    " under the stop "\\n":
+    sent to the server, that stop would end every output on the healed characters (empty
+    suggestions, found by the repository benchmark through llama.cpp). The client cuts at it; on
+    llama.cpp the grammar ends the output at the first newline after the heal."""
+    srv = engine_factory(flavour, texts=["\n    x = 1\n    y = 2\n"])
+    backend = OpenAIBackend(srv.url, fim_format="starcoder")
+    one_line = GenerationConfig(max_new_tokens=16, temperature=0.0, stop=["\n", "<|end|>"])
+    assert backend.complete('def f():\n    """Doc.\n    ', "", one_line).text == "x = 1"
+    body = completions(srv)[-1]
+    assert body["prompt"].endswith('"""Doc.<fim_suffix><fim_middle>') and body["stop"] == ["<|end|>"]
+    if flavour == "llama-cpp-python":
+        assert body["grammar"] == heal_grammar("\n    ", "\n")
+        assert body["grammar"].endswith("rest ::= [^\\x00\\x0a]* ([\\x0a] [ \\t]*)?\n")
+    backend.complete("x = f(", "", one_line)  # nothing healed: the stop goes to the server
+    assert completions(srv)[-1]["stop"] == ["\n", "<|end|>"]
+
+
 @pytest.mark.parametrize("flavour", ["vllm", "tgi"])
 def test_healing_with_vllm_and_tgi_tokenizers(engine_factory, flavour):
     srv = engine_factory(flavour, texts=["\n    return a\n"])
