@@ -55,8 +55,10 @@ def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> No
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(handler)
     root.setLevel(numeric)
-    # pygls logs every message it sends at INFO, and a traceback for every error response.
-    logging.getLogger("pygls").setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
+    # pygls logs every message it sends at INFO, and a traceback for every error response; httpx
+    # (the openai backend) a line for every HTTP request.
+    for name in ("pygls", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
     for name in ("pygls.protocol.json_rpc", "pygls.server"):
         logging.getLogger(name).addFilter(_expected_errors)
 
@@ -105,7 +107,8 @@ def check_backend(settings) -> tuple[bool, str]:
     except AigcCodeError as exc:
         return False, str(exc)
     first = (time.perf_counter() - start) * 1000
-    return True, f"{message}; loaded in {holder.load_ms:.0f} ms, first token in {first:.0f} ms"
+    # described again: a remote backend knows what it talks to (model, FIM layout) only after asking
+    return True, f"{backend.describe()}; loaded in {holder.load_ms:.0f} ms, first token in {first:.0f} ms"
 
 
 def serve(

@@ -232,6 +232,8 @@ def test_check_reports_one_line(stub, tiny_model):
         SERVE + ["--check", "--backend", "openai", "--endpoint", stub.url], capture_output=True, text=True, timeout=60
     )
     assert ok.returncode == 0 and ok.stdout.startswith("ok: openai-compatible endpoint") and ok.stdout.count("\n") == 1
+    assert "(model stub-model," in ok.stdout  # described after asking the server what it serves
+    assert "HTTP Request" not in ok.stderr  # httpx's line for every request stays out of the log
     down = subprocess.run(
         SERVE + ["--check", "--backend", "openai", "--endpoint", f"http://127.0.0.1:{free_port()}"],
         capture_output=True,
