@@ -152,7 +152,7 @@ def export_gguf(
 def _write_sidecar(model: Path, out: Path) -> None:
     """`<out>.aigc_code.json`: the checkpoint's FIM family and layout, which GGUF has no field for
     (the openai backend's `fim_format="auto"` reads it when the server names this file)."""
-    from aigc_code.backends import checkpoint_fim_format
+    from aigc_code.fim_format import checkpoint_fim_format
 
     found = checkpoint_fim_format(str(model))
     if found:

@@ -118,7 +118,7 @@ class LocalGenerator:
 
 
 def openai_backend(cfg, plain: bool):
-    """The OpenAI-compatible client of aigc_code.backends; ``plain``: the prompt is sent as is."""
+    """The OpenAI-compatible client of aigc_code.remote; ``plain``: the prompt is sent as is."""
     from aigc_code.backends import make_backend
 
     return make_backend(

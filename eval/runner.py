@@ -161,7 +161,7 @@ class RunConfig:
             self.model_fingerprint = f"{self.model_fingerprint}+{content_fingerprint(Path(self.adapter))}"
 
     def _resolve_server(self) -> None:
-        from aigc_code.backends import completions_url
+        from aigc_code.remote import completions_url
 
         self.endpoint = completions_url(self.endpoint)
         if not self.model:

@@ -178,7 +178,7 @@ def test_llamacpp_greedy_suggestions_equal_the_local_engines_over_lsp(llama_serv
 
 
 def test_llamacpp_n_context_and_usage(llama_server):
-    from aigc_code.backends import OpenAIBackend
+    from aigc_code.remote import OpenAIBackend
 
     backend = OpenAIBackend(llama_server, fim_format="auto")
     result = backend.complete(
@@ -195,7 +195,7 @@ def test_llamacpp_dense_code_over_the_context_is_cut_to_fit(llama_server):
     """Go with tabs tokenizes at ~2.4 characters a token, the estimate at 3.5: the real server
     refuses the prompt (an empty stream, then it drops the kept-alive connection); the backend
     counts it on the server, cuts it to fit, completes, and budgets the next prompt by that count."""
-    from aigc_code.backends import OpenAIBackend
+    from aigc_code.remote import OpenAIBackend
 
     body = '\tif err := run(ctx, cfg); err != nil {\n\t\tt.Fatalf("run: %s", err.Error())\n\t}\n'
     prefix = "func TestRun(t *testing.T) {\n" + body * 16 + "\t"  # 541 tokens, estimated 361

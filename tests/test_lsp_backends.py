@@ -20,9 +20,11 @@ from aigc_code.server.settings import Settings
 from lspkit import connect_tcp, free_port
 from lsprotocol import types as T
 
-from aigc_code.backends import CancellationToken, GenerationConfig, OpenAIBackend, completions_url, fim_prompt
 from aigc_code.errors import BackendError
+from aigc_code.fim_format import fim_prompt
+from aigc_code.generation import CancellationToken, GenerationConfig
 from aigc_code.pipeline import CompletionPipeline, CompletionRequest
+from aigc_code.remote import OpenAIBackend, completions_url
 
 
 class Stub(BaseHTTPRequestHandler):

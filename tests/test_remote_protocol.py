@@ -16,10 +16,12 @@ import pytest
 from lspkit import free_port
 from lsprotocol import types as T
 
-from aigc_code.backends import OpenAIBackend, checkpoint_fim_format, heal_grammar, parse_fim_format, strip_heal
 from aigc_code.errors import BackendError
+from aigc_code.fim_format import checkpoint_fim_format, parse_fim_format
 from aigc_code.generation import GenerationConfig
 from aigc_code.loading import DEFAULT_MODEL_DIR
+from aigc_code.remote import OpenAIBackend
+from aigc_code.remote_healing import heal_grammar, strip_heal
 
 PIECE = re.compile(r"\s+|\w+|[^\w\s]")  # the stub's "tokenizer": whitespace runs, words, single marks
 
