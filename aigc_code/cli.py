@@ -28,7 +28,18 @@ app = typer.Typer(
 pretrain_app = typer.Typer(help="Build the corpus, train and export the embedded default model.", no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
 
-from aigc_code.options import AdapterOpt, DeviceOpt, ModelOpt, QuantizeOpt, ThreadsOpt, check_quantize  # noqa: E402
+from aigc_code.options import (  # noqa: E402
+    AdapterOpt,
+    BackendOpt,
+    DeviceOpt,
+    EndpointOpt,
+    FimFormatOpt,
+    MaxContextOpt,
+    ModelOpt,
+    QuantizeOpt,
+    ThreadsOpt,
+    check_quantize,
+)
 
 
 def _fail(message: str, code: int = 1):
@@ -46,6 +57,10 @@ def complete(
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     quantize: QuantizeOpt = None,
+    backend: BackendOpt = "local",
+    endpoint: EndpointOpt = None,
+    fim_format: FimFormatOpt = "starcoder",
+    max_context: MaxContextOpt = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Most tokens to generate.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0, help="0 = greedy (deterministic).")] = 0.0,
     n: Annotated[int, typer.Option("--n", min=1, max=16, help="Candidates to sample and rank.")] = 1,
@@ -68,6 +83,10 @@ def complete(
         device=device,
         threads=threads,
         quantize=check_quantize(quantize),
+        backend=backend,
+        endpoint=endpoint,
+        fim_format=fim_format,
+        max_context=max_context,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         n=n,

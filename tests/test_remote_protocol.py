@@ -410,3 +410,22 @@ def test_a_prompt_that_cannot_fit_is_one_clear_error(engine_factory):
     backend = OpenAIBackend(srv.url, max_context=40, heal=False)
     with pytest.raises(BackendError, match="longer than the server's context"):
         backend.complete(DENSE, "", GenerationConfig(max_new_tokens=64))
+
+
+def test_complete_command_through_a_remote_backend(engine_factory, tmp_path):
+    """`aigc-code complete` takes serve's backend options: the same flag names everywhere."""
+    import subprocess
+
+    srv = engine_factory("vllm", texts=["b\n"])
+    src = tmp_path / "add.py"
+    src.write_text("def add(a, b):\n    return a + \n")
+    base = [sys.executable, "-m", "aigc_code", "complete", str(src), "--line", "2", "--column", "16"]
+    remote = ["--backend", "openai", "--endpoint", srv.url, "--fim-format", "qwen", "--max-context", "1024"]
+    done = subprocess.run([*base, *remote, "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["completion"] == "b" and "openai-compatible endpoint" in out["backend"]
+    assert completions(srv)[-1]["prompt"].startswith("<|fim_prefix|>")
+    down = remote[:2] + ["--endpoint", f"http://127.0.0.1:{free_port()}/v1"]
+    refused = subprocess.run([*base, *down], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: cannot reach the completion endpoint")
