@@ -71,3 +71,38 @@ def test_llamacpp_tokenizes_like_the_engine(exported):
     prompt = engine.build_prompt(prefix, suffix, 16)
     text = "<fim_prefix><fim_suffix>" + suffix + "<fim_middle>" + prefix[: len(prefix) - len(prompt.heal)]
     assert llm.tokenize(text.encode(), add_bos=False, special=True) == prompt.ids
+
+
+@pytest.mark.skipif(find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_a_qwen_checkpoint_in_llamacpp_predicts_as_the_engine(tmp_path):
+    """A Qwen2.5-Coder-shaped checkpoint (random weights, Qwen's real 151,643-rank tokenizer) through
+    llama.cpp's converter: the sidecar says `qwen-psm` (what `--fim-format auto` reads), llama.cpp
+    reads `<|fim_prefix|>` as one special token and tokenizes the FIM prompt as the engine does,
+    and its next-token logits on it are the checkpoint's."""
+    import llama_cpp
+    import numpy as np
+    import torch
+
+    from aigc_code.engine import load_engine
+    from aigc_code.fim_format import checkpoint_fim_format
+    from aigc_code.testing_checkpoints import build_checkpoint, cache_root
+
+    try:
+        find_converter()
+    except GGUFError as exc:
+        pytest.skip(str(exc))
+    checkpoint = build_checkpoint("qwen2.5-coder", cache_root())
+    gguf = export_gguf(checkpoint, tmp_path / "qwen.gguf", dtype="f32")
+    assert checkpoint_fim_format(str(gguf)) == checkpoint_fim_format(str(checkpoint)) == "qwen-psm"
+    engine = load_engine(checkpoint)
+    prefix, suffix = "def add(a, b):\n    return a +", "\n\nprint(add(1, 2))\n"
+    prompt = engine.build_prompt(prefix, suffix, 8)
+    text = f"<|fim_prefix|>{prefix[: len(prefix) - len(prompt.heal)]}<|fim_suffix|>{suffix}<|fim_middle|>"
+    llm = llama_cpp.Llama(str(gguf), n_ctx=512, n_threads=1, logits_all=True, verbose=False)
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == prompt.ids
+    assert prompt.ids[0] == 151659  # <|fim_prefix|>, one token
+    llm.eval(prompt.ids)
+    theirs = np.array(llm.scores[len(prompt.ids) - 1])
+    with torch.no_grad():
+        ours = engine.model(torch.tensor([prompt.ids])).logits[0, -1].float().numpy()
+    assert int(theirs.argmax()) == int(ours.argmax()) and np.abs(theirs - ours).max() < 1e-2
