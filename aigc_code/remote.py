@@ -71,6 +71,22 @@ class ServerInfo:
     n_native: bool = True  # honours n > 1 (False once it answered fewer choices)
 
 
+def _stops_and_healing(stop: list[str], heal: str, flavour: str) -> dict:
+    """The request's `stop` and healing `grammar` fields. A stop inside the healed text would end
+    the output on the healed characters: the client cuts at those (`_candidate`), and a grammar
+    ends the output at the one-character ones. The healed text constrains the first token(s), as
+    the local engine's logit mask does; the grammar stays on for the whole completion (llama.cpp
+    cannot drop it mid-way, and resuming from text would re-tokenize the healed part differently)."""
+    in_heal = [s for s in stop if s and heal and s in heal]
+    fields: dict = {}
+    stops = [s for s in stop if s and s not in in_heal][:4]  # the OpenAI API takes at most 4
+    if stops:
+        fields["stop"] = stops
+    if heal and flavour in GRAMMAR_FLAVOURS:
+        fields["grammar"] = heal_grammar(heal, "".join(s for s in in_heal if len(s) == 1))
+    return fields
+
+
 class _Stream:
     """Accumulates choices of one response (streamed chunks or one JSON body)."""
 
@@ -335,21 +351,11 @@ class OpenAIBackend:
             payload["suffix"] = suffix_field
         if self.model:
             payload["model"] = self.model
-        # a stop inside the healed text would end the output on the healed characters: the client
-        # cuts at those (`_candidate`), a grammar ends the output at the one-character ones
-        in_heal = [s for s in request.stop if s and heal and s in heal]
-        stops = [s for s in request.stop if s and s not in in_heal][:4]  # the OpenAI API takes at most 4
-        if stops:
-            payload["stop"] = stops
+        payload.update(_stops_and_healing(request.stop, heal, flavour))
         if request.n > 1:
             payload["logprobs"] = 1
         if request.seed is not None:
             payload["seed"] = request.seed
-        if heal and flavour in GRAMMAR_FLAVOURS:
-            # the healed text constrains the first token(s), as the local engine's logit mask does; the
-            # grammar stays on for the whole completion (llama.cpp cannot drop it mid-way, and resuming
-            # from text would re-tokenize the healed part differently)
-            payload["grammar"] = heal_grammar(heal, "".join(s for s in in_heal if len(s) == 1))
         if self.stream and flavour in USAGE_FLAVOURS:
             payload["stream_options"] = {"include_usage": True}
         return payload
@@ -487,14 +493,17 @@ class OpenAIBackend:
         count = said.prompt_tokens or self._count_on_server(prompt)
         if said.limit and not self._max_context_setting and self.info is not None:
             self.info.max_context = said.limit
-        if count:
-            self.tokens = calibrated(self.tokens, len(prompt), count)
+        limit = self.max_context
+        # uncounted, it was still over what the context leaves beside the generation
+        at_least = count or (limit - max_new_tokens + 1 if limit and limit > max_new_tokens else None)
+        if at_least:
+            self.tokens = calibrated(self.tokens, len(prompt), at_least)
         self.warn_once(
             f"the server at {self.url} refused a prompt as longer than its context "
             f"({count or 'unknown'} tokens by its count, context {self.max_context or 'unknown'}): "
             f"prompts are now budgeted at {self.tokens.chars_per_token:.2f} characters a token"
         )
-        return fraction_to_fit(count, self.max_context, max_new_tokens)
+        return fraction_to_fit(count, limit, max_new_tokens)
 
     def _count_on_server(self, text: str) -> int | None:
         """The server's own token count of `text`, from its tokenize endpoint (None without one)."""

@@ -77,7 +77,7 @@ class Engine(BaseHTTPRequestHandler):
         srv = self.server
         used = len(PIECE.findall(body["prompt"])), body.get("max_tokens", 16)
         if srv.n_ctx and sum(used) > srv.n_ctx:  # as the real servers refuse a prompt over the context
-            if srv.flavour == "llama-cpp-python":  # 0.3.36: HTTP 200 and an empty stream
+            if srv.flavour == "llama-cpp-python" or srv.silent_overflow:  # 0.3.36: HTTP 200 and an empty stream
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
@@ -124,6 +124,7 @@ def start_engine(flavour: str = "openai", port: int = 0, **kw) -> ThreadingHTTPS
     server.ignore_n = kw.get("ignore_n", False)
     server.empty = kw.get("empty", False)
     server.n_ctx = kw.get("n_ctx")
+    server.silent_overflow = kw.get("silent_overflow", False)
     server.requests, server.vocab = [], {}
     threading.Thread(target=server.serve_forever, daemon=True).start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -396,6 +397,19 @@ def test_a_prompt_over_the_context_is_cut_to_fit_and_the_estimate_learns(engine_
     assert backend.tokens.chars_per_token < 1.5 and "refused a prompt" in backend.pending_warnings[0]
     backend.complete(DENSE + "\tc()", "\n}\n" + DENSE, GREEDY)
     assert len(completions(srv)) == 3  # cut by the learned estimate before it was sent
+
+
+def test_an_uncounted_refusal_still_teaches_the_estimate(engine_factory):
+    """A server that refuses without a count and has no tokenize endpoint: the prompt was over what
+    the context leaves beside the generation, at least; the estimate learns that much."""
+    srv = engine_factory("openai", n_ctx=300, silent_overflow=True, texts=["x = 1"])
+    backend = OpenAIBackend(srv.url, max_context=300, heal=False)
+    prompt = (DENSE * 2)[-600:]
+    assert backend.complete(prompt, "", GREEDY).text == "x = 1" and len(completions(srv)) == 2
+    first = backend.tokens.chars_per_token
+    assert first < 3.5
+    assert backend.complete(prompt, "", GREEDY).text == "x = 1"  # cut by the estimate, refused, cut again
+    assert backend.tokens.chars_per_token < first  # each refusal lowers the estimate further
 
 
 def test_the_context_size_is_learned_from_the_refusal_when_not_known(engine_factory):
