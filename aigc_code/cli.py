@@ -116,6 +116,13 @@ def pretrain_corpus(
 
     stats = build_corpus(out, scratch, max_chars_per_language=max_chars)
     typer.echo(json.dumps({"chars": stats["chars"], "files": stats["files"]}, indent=2))
+    if stats["missing_languages"]:
+        typer.echo(
+            f"warning: no {', '.join(stats['missing_languages'])} sources found (see the sources in "
+            "aigc_code/pretrain/corpus.py; .ci/toolchains.sh installs Go and the Rust crates): a model "
+            "trained on this corpus forgets those languages, and `pretrain train` refuses to continue one on it",
+            err=True,
+        )
 
 
 @pretrain_app.command("train")

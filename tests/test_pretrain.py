@@ -166,3 +166,18 @@ def test_continue_from_an_exported_model(corpus, tmp_path):
     shipped = export_model(first, corpus, tmp_path / "shipped")
     state = train(corpus, tmp_path / "run2", tiny_cfg(), max_steps=1, start_from=shipped)
     assert state["step"] == 3 and state["tokens"] == 3 * 2 * 64 and state["runs"] == 2
+
+
+def test_continuing_on_a_corpus_without_a_learned_language_is_refused(corpus, tmp_path):
+    """A corpus built before some sources were installed (no Go, no Rust) would train those
+    languages out of the model: `pretrain train` refuses, and says how to fix the corpus."""
+    run = tmp_path / "run"
+    train(corpus, run, tiny_cfg(), resume=True, max_steps=1)
+    python_only = tmp_path / "python-only"
+    python_only.mkdir()
+    for split in ("train", "val"):
+        lines = (corpus / f"{split}.jsonl").read_text().splitlines()
+        kept = [x for x in lines if json.loads(x)["lang"] == "python"]
+        (python_only / f"{split}.jsonl").write_text("\n".join(kept) + "\n")
+    with pytest.raises(CheckpointError, match="has no javascript files, which this model was trained on"):
+        train(python_only, run, tiny_cfg(), resume=True, max_steps=1)

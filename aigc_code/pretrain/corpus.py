@@ -196,7 +196,9 @@ def build_corpus(out: Path, scratch: Path, max_chars_per_language: int = 8_000_0
                 split.write(json.dumps(record) + "\n")
                 chars[lang] += len(text)
                 files[lang] += 1
+    expected = {source.lang for source in default_sources(scratch)} - {None} | {"javascript", "typescript"}
     stats = {
+        "missing_languages": sorted(expected - set(files)),
         "chars": dict(chars),
         "files": dict(files),
         "rejected": {k: dict(v) for k, v in rejected.items()},

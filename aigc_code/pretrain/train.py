@@ -211,6 +211,20 @@ def _start(out: Path, ckpt, start_from: Path | None, cfg: TrainConfig, train_rec
     return make_model(cfg.shape, tokenizer), tokenizer, state, cfg
 
 
+def check_languages(state: dict, train_records: list[dict], corpus: Path) -> None:
+    """Refuse to continue a model on a corpus that lacks languages it was trained on: it would
+    train them out (a corpus built before the Go and Rust sources were installed did exactly that:
+    the model alone fell from 8.3% to 2.8% next-line exact match on a Go repository)."""
+    learned = {lang for entry in state.get("history", []) for lang in entry.get("val_loss", {})}
+    missing = sorted(learned - {r["lang"] for r in train_records})
+    if missing:
+        raise CheckpointError(
+            f"{corpus} has no {', '.join(missing)} files, which this model was trained on: continuing would "
+            "train them out. Install their sources (.ci/toolchains.sh: golang-go, Debian librust-*-dev) and "
+            "rebuild it with `aigc-code pretrain corpus`"
+        )
+
+
 def _stop(steps: int, max_steps: int | None, cooldown_steps: int, run_start: float, max_minutes: float | None) -> bool:
     if max_steps is not None and steps >= max_steps:
         return True
@@ -287,6 +301,7 @@ def train(
     val_records = load_split(corpus, "val")
     ckpt = checkpoint.latest(ckpt_dir) if resume else None
     model, tokenizer, state, cfg = _start(out, ckpt, start_from, cfg, train_records)
+    check_languages(state, train_records, corpus)
     if horizon_tokens:
         cfg = replace(cfg, horizon_tokens=horizon_tokens)
         state["config"]["horizon_tokens"] = horizon_tokens
