@@ -19,6 +19,7 @@ from aigc_code.errors import BackendError
 MIN_CALIBRATION_CHARS = 256  # shorter prompts (a `serve --check` probe) say little about code
 MARGIN = 0.95  # a calibrated ratio keeps 5% in hand: files differ in how densely they tokenize
 FLOOR = 1.0  # characters a token, at the least
+SLACK = 8  # tokens kept free beside prompt and generation (the pipeline's budget keeps as many)
 
 # What servers say when a prompt does not fit:
 #   vLLM, llama-cpp-python, OpenAI: "This model's maximum context length is 512 tokens, however you
@@ -67,12 +68,17 @@ def calibrated(tokens: ApproxTokens, chars: int, server_tokens: int) -> ApproxTo
     return ApproxTokens(ratio) if ratio < tokens.chars_per_token else tokens
 
 
-def fraction_to_fit(prompt_tokens: int | None, limit: int | None, max_new_tokens: int, slack: int = 8) -> float:
+def fits(prompt_tokens: int, limit: int, max_new_tokens: int) -> bool:
+    """Whether a prompt of `prompt_tokens` leaves room for the generation in a `limit`-token context."""
+    return prompt_tokens + max_new_tokens + SLACK <= limit
+
+
+def fraction_to_fit(prompt_tokens: int | None, limit: int | None, max_new_tokens: int) -> float:
     """How much of a refused prompt to keep: what the context holds besides the generation, over
     the server's count of the prompt (with the margin); half when either is unknown."""
     if not prompt_tokens or not limit:
         return 0.5
-    room = limit - max_new_tokens - slack
+    room = limit - max_new_tokens - SLACK
     return max(0.0, min(0.9, MARGIN * room / prompt_tokens))
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from aigc_code.budget import ApproxTokens
-from aigc_code.context_fit import ContextOverflow, calibrated, fraction_to_fit, overflow_from_response, shrink
+from aigc_code.context_fit import ContextOverflow, calibrated, fits, fraction_to_fit, overflow_from_response, shrink
 from aigc_code.errors import BackendError
 from aigc_code.fim_format import checkpoint_fim_format, parse_fim_format
 from aigc_code.generation import CancellationToken, Candidate, GenerationConfig, GenerationResult
@@ -289,28 +289,44 @@ class OpenAIBackend:
         piece = ask(tail) if ask is not None else None
         return piece if isinstance(piece, str) else heuristic_heal(tail)
 
+    def _server_tokens(self, text: str) -> list | None:
+        """`text` tokenized by the server's own tokenize endpoint, as that endpoint lists tokens (ids,
+        or dicts with a piece or an offset); None without one or when it does not answer."""
+        flavour = self.server().flavour
+        if flavour == "llama-cpp-python":
+            found = self._get_json(self.root + "/extras/tokenize", "POST", {"input": text})
+        elif flavour == "llama-server":
+            found = self._get_json(self.root + "/tokenize", "POST", {"content": text, "with_pieces": True})
+        elif flavour == "vllm":
+            body = {"model": self.model, "prompt": text, "add_special_tokens": False}
+            found = self._get_json(self.root + "/tokenize", "POST", body)
+        elif flavour == "tgi":
+            found = self._get_json(self.root + "/tokenize", "POST", {"inputs": text})
+        else:
+            return None
+        tokens = found.get("tokens") if isinstance(found, dict) else found
+        return tokens if isinstance(tokens, list) and tokens else None
+
     def _last_token_llama_cpp_python(self, tail: str) -> str | None:
-        ids = (self._get_json(self.root + "/extras/tokenize", "POST", {"input": tail}) or {}).get("tokens")
+        ids = self._server_tokens(tail)
         if not ids:
             return None
         return (self._get_json(self.root + "/extras/detokenize", "POST", {"tokens": ids[-1:]}) or {}).get("text")
 
     def _last_token_llama_server(self, tail: str) -> str | None:
-        body = {"content": tail, "with_pieces": True}
-        toks = (self._get_json(self.root + "/tokenize", "POST", body) or {}).get("tokens")
+        toks = self._server_tokens(tail)
         return str(toks[-1].get("piece", "")) if toks and isinstance(toks[-1], dict) else None
 
     def _last_token_vllm(self, tail: str) -> str | None:
-        body = {"model": self.model, "prompt": tail, "add_special_tokens": False}
-        ids = (self._get_json(self.root + "/tokenize", "POST", body) or {}).get("tokens")
+        ids = self._server_tokens(tail)
         if not ids:
             return None
         body = {"model": self.model, "tokens": ids[-1:]}
         return (self._get_json(self.root + "/detokenize", "POST", body) or {}).get("prompt")
 
     def _last_token_tgi(self, tail: str) -> str | None:
-        toks = self._get_json(self.root + "/tokenize", "POST", {"inputs": tail})
-        if not (isinstance(toks, list) and toks and isinstance(toks[-1], dict)):
+        toks = self._server_tokens(tail)
+        if not (toks and isinstance(toks[-1], dict)):
             return None
         start = _int(toks[-1].get("start"))
         return tail[start:] if start is not None and 0 <= start < len(tail) else None
@@ -469,7 +485,7 @@ class OpenAIBackend:
         n = max(1, request.n)
         payload = self._payload(head, suffix, request, heal)
         estimate, limit = self.tokens.count_tokens(payload["prompt"]), self.max_context
-        if limit and estimate + request.max_new_tokens + 8 > limit:  # over by our own estimate: cut first
+        if limit and not fits(estimate, limit, request.max_new_tokens):  # over by our own estimate: cut first
             head, suffix = shrink(head, suffix, fraction_to_fit(estimate, limit, request.max_new_tokens))
             payload = self._payload(head, suffix, request, heal)
         try:
@@ -500,26 +516,15 @@ class OpenAIBackend:
             self.tokens = calibrated(self.tokens, len(prompt), at_least)
         self.warn_once(
             f"the server at {self.url} refused a prompt as longer than its context "
-            f"({count or 'unknown'} tokens by its count, context {self.max_context or 'unknown'}): "
+            f"({count or 'unknown'} tokens by its count, context {limit or 'unknown'}): "
             f"prompts are now budgeted at {self.tokens.chars_per_token:.2f} characters a token"
         )
         return fraction_to_fit(count, limit, max_new_tokens)
 
     def _count_on_server(self, text: str) -> int | None:
         """The server's own token count of `text`, from its tokenize endpoint (None without one)."""
-        flavour = self.server().flavour
-        if flavour == "llama-cpp-python":
-            found = self._get_json(self.root + "/extras/tokenize", "POST", {"input": text})
-        elif flavour == "llama-server":
-            found = self._get_json(self.root + "/tokenize", "POST", {"content": text})
-        elif flavour == "vllm":
-            found = self._get_json(self.root + "/tokenize", "POST", {"model": self.model, "prompt": text})
-        elif flavour == "tgi":
-            found = self._get_json(self.root + "/tokenize", "POST", {"inputs": text})
-        else:
-            return None
-        tokens = found.get("tokens") if isinstance(found, dict) else found
-        return len(tokens) if isinstance(tokens, list) and tokens else None
+        tokens = self._server_tokens(text)
+        return len(tokens) if tokens else None
 
     def _result(self, candidates: list[Candidate], runs: list[_Stream], prompt: str, start: float) -> GenerationResult:
         """Timings and token counts: the server's `usage` when it sends one, else counted here
